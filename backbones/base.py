@@ -1,0 +1,96 @@
+"""What an adapter tells the core: where a model's blocks are and which weights are templated.
+
+An adapter locates *block sequences* (``model.blocks`` of a ViT, ``layer1``..``layer4`` of a
+ResNet, ``stages.i.blocks`` of a ConvNeXt). The core then cuts each sequence into *groups*
+(runs of blocks whose templated weights have identical shapes) and lays every templated
+weight out as d x d slices, see :mod:`tucker_init.layout`.
+
+A weight is *templated* (a "primary" weight) when it belongs to an ``nn.Linear`` or to an
+``nn.Conv2d`` with ``groups == 1``: both of its leading axes are channel axes. Biases, norm
+affines, depthwise kernels and layer-scale vectors stay dense, as do all parameters outside
+the blocks (stem, embeddings, down-sampling layers between stages, head).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from torch import nn
+
+__all__ = ["BackboneAdapter", "BlockSequence", "default_is_primary"]
+
+
+@dataclass(frozen=True)
+class BlockSequence:
+    """An ordered run of blocks in one container, e.g. ``model.blocks``.
+
+    Attributes:
+        name: the container's module path, e.g. ``"blocks"`` or ``"stages.1.blocks"``.
+        block_names: full module path of each block, in forward order.
+    """
+
+    name: str
+    block_names: tuple[str, ...]
+
+
+def default_is_primary(module: nn.Module, param_name: str) -> bool:
+    """True for the weight of an ``nn.Linear`` or a dense (``groups == 1``) ``nn.Conv2d``."""
+    if param_name != "weight":
+        return False
+    if isinstance(module, nn.Linear):
+        return module.in_features > 1 and module.out_features > 1
+    if isinstance(module, nn.Conv2d):
+        return module.groups == 1 and module.in_channels > 1 and module.out_channels > 1
+    return False
+
+
+def sequence_of(model: nn.Module, path: str) -> BlockSequence:
+    """The blocks held by the container at ``path`` (an ``nn.Sequential`` or ``nn.ModuleList``)."""
+    container = model.get_submodule(path)
+    if not isinstance(container, (nn.Sequential, nn.ModuleList)):
+        raise TypeError(
+            f"block container {path!r} must be an nn.Sequential or nn.ModuleList, "
+            f"found {type(container).__name__}"
+        )
+    names = tuple(f"{path}.{child}" for child, _ in container.named_children())
+    return BlockSequence(name=path, block_names=names)
+
+
+class BackboneAdapter:
+    """Base class of backbone adapters; subclass it to support a new model family.
+
+    A subclass sets :attr:`family` and :attr:`description`, and implements :meth:`matches`
+    and :meth:`block_sequences`. Override :meth:`is_primary` to template other weights, and
+    :meth:`width_multiple` when widths must stay multiples of some unit (ViT heads).
+    """
+
+    family: ClassVar[str] = "base"
+    description: ClassVar[str] = ""
+
+    def matches(self, model: nn.Module) -> bool:
+        """Whether this adapter understands ``model``."""
+        raise NotImplementedError
+
+    def block_sequences(self, model: nn.Module) -> list[BlockSequence]:
+        """The model's block sequences, in forward order."""
+        raise NotImplementedError
+
+    def is_primary(self, module: nn.Module, param_name: str) -> bool:
+        """Whether ``module.<param_name>`` (inside a block) is cut into template slices."""
+        return default_is_primary(module, param_name)
+
+    def width_multiple(self, model: nn.Module) -> int:
+        """Target widths must be multiples of this (e.g. the head dimension of a ViT)."""
+        return 1
+
+    def describe(self, model: nn.Module) -> dict[str, Any]:
+        """Size facts recorded in template files, e.g. depth and width."""
+        return {
+            "class": type(model).__name__,
+            "depths": [len(s.block_names) for s in self.block_sequences(model)],
+        }
+
+
+AdapterFactory = Callable[[], BackboneAdapter]

@@ -1,0 +1,343 @@
+"""FactorizedModel and factorize(): a backbone whose block weights come from a template.
+
+The model keeps a copy of the backbone with its templated weights removed; ``forward``
+reconstructs them from template and scalers (one cached contraction per group) and runs the
+backbone functionally with ``torch.func.functional_call``. Gradients flow to the template,
+the scalers and the dense remainder parameters (stem, norms, biases, head).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from backbones import BackboneAdapter, get_adapter
+
+from .kronecker import kronecker_reconstruct, kronecker_svd
+from .layout import GroupLayout, ModelLayout, build_layout
+from .tucker import hosvd, shared_core, tucker_reconstruct
+from .validation import check_choice, check_finite, check_ranks
+
+__all__ = ["FactorizedModel", "TemplateConfig", "factorize"]
+
+METHODS = ("tucker", "kronecker")
+INITS = ("hosvd", "random")
+KRONECKER_SHARING = ("all", "component")
+
+ScalerHook = Callable[[int, dict[str, Tensor]], dict[str, Tensor]]
+
+
+@dataclass(frozen=True)
+class TemplateConfig:
+    """How a model was factorized.
+
+    Attributes:
+        method: ``"tucker"`` or ``"kronecker"``.
+        ranks: Tucker ``(r1, r2, r3)`` per group; Kronecker ``(k, a, b)`` per group.
+        share: Tucker: one core G for all groups (else one per group).
+        kron_sharing: Kronecker: ``"all"`` slices share the templates (WeiT-like) or each
+            ``"component"`` (weight name, e.g. ``attn.qkv.weight``) has its own (WAVE).
+    """
+
+    method: str
+    ranks: tuple[tuple[int, int, int], ...]
+    share: bool = True
+    kron_sharing: str = "all"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ranks"] = [list(r) for r in self.ranks]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TemplateConfig:
+        return cls(
+            method=data["method"],
+            ranks=tuple(tuple(r) for r in data["ranks"]),
+            share=bool(data["share"]),
+            kron_sharing=data["kron_sharing"],
+        )
+
+
+def _template_keys(layout: ModelLayout, config: TemplateConfig) -> list[list[str]]:
+    """For each group, for each slot: the key of the template it uses."""
+    keys = []
+    for i, group in enumerate(layout.groups):
+        if config.method == "tucker":
+            key = "shared" if config.share else f"g{i}"
+            keys.append([key] * len(group.slots))
+        elif config.kron_sharing == "all":
+            keys.append(["all"] * len(group.slots))
+        else:
+            keys.append([slot.name.replace(".", "_") for slot in group.slots])
+    return keys
+
+
+class FactorizedModel(nn.Module):
+    """A backbone whose block weights are reconstructed from a shared template.
+
+    Attributes:
+        backbone: copy of the model; templated weights are removed (set to ``None``) and
+            supplied at call time, the remainder parameters live here and train as usual.
+        template: Tucker cores ``G (r1, r2, r3)`` keyed ``"shared"`` or ``"g{i}"``; or
+            Kronecker templates ``T (k, a, b)`` keyed ``"all"`` or by component.
+        scalers: per group ``"g{i}"``: Tucker ``X (S*L, r1)``, ``U (d, r2)``, ``V (d, r3)``;
+            Kronecker ``S (S*L, k, d/a, d/b)``.
+        layout: the groups and slices (:class:`~tucker_init.layout.ModelLayout`).
+        config: the :class:`TemplateConfig`.
+        scaler_hook: optional ``f(group_index, scalers) -> scalers`` applied before each
+            reconstruction (width-wise stochastic scaling uses it during pre-training).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        layout: ModelLayout,
+        config: TemplateConfig,
+        template: Mapping[str, Tensor],
+        scalers: list[Mapping[str, Tensor]],
+        adapter: BackboneAdapter,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.layout = layout
+        self.config = config
+        self.adapter = adapter
+        self.template = nn.ParameterDict({k: nn.Parameter(v) for k, v in template.items()})
+        self.scalers = nn.ModuleDict(
+            {
+                f"g{i}": nn.ParameterDict({k: nn.Parameter(v) for k, v in s.items()})
+                for i, s in enumerate(scalers)
+            }
+        )
+        self.scaler_hook: ScalerHook | None = None
+        self._keys = _template_keys(layout, config)
+        for name in layout.templated_names():
+            module_name, _, param_name = name.rpartition(".")
+            backbone.get_submodule(module_name)._parameters[param_name] = None
+
+    # -- reconstruction ------------------------------------------------------------------
+    def group_tensor(self, index: int) -> Tensor:
+        """The unified tensor of group ``index``, shape ``(S*L, d, d)``."""
+        group = self.layout.groups[index]
+        scalers = dict(self.scalers[f"g{index}"].items())
+        if self.scaler_hook is not None:
+            scalers = self.scaler_hook(index, scalers)
+        keys = self._keys[index]
+        if self.config.method == "tucker":
+            return tucker_reconstruct(self.template[keys[0]], scalers["X"], scalers["U"], scalers["V"])
+        coefficients = scalers["S"]
+        if self.config.kron_sharing == "all":
+            return kronecker_reconstruct(coefficients, self.template["all"])
+        per_slot = torch.cat(
+            [
+                self.template[key].expand(slot.count(group.width), *self.template[key].shape)
+                for key, slot in zip(keys, group.slots, strict=True)
+            ]
+        )  # (S, k, a, b)
+        per_slice = per_slot.repeat(group.depth, 1, 1, 1)
+        return kronecker_reconstruct(coefficients, per_slice)
+
+    def reconstruct(self) -> dict[str, Tensor]:
+        """All templated weights, full parameter name -> tensor of the original shape."""
+        weights: dict[str, Tensor] = {}
+        for i, group in enumerate(self.layout.groups):
+            weights.update(group.unstack(self.group_tensor(i)))
+        return weights
+
+    # -- calling the backbone -------------------------------------------------------------
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Reconstruct the weights once, then run ``backbone(*args, **kwargs)`` with them."""
+        return torch.func.functional_call(self.backbone, self.reconstruct(), args, kwargs)
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(backbone, *args, **kwargs)`` with reconstructed weights, for entry points
+        other than ``forward`` (e.g. ``lambda m, x: m.forward_features(x)``)."""
+        runner = _Runner(self.backbone, fn)
+        weights = {f"backbone.{k}": v for k, v in self.reconstruct().items()}
+        return torch.func.functional_call(runner, weights, args, kwargs)
+
+    # -- leaving the factorization ----------------------------------------------------------
+    @torch.no_grad()
+    def materialize(self) -> nn.Module:
+        """An ordinary dense copy of the backbone with the reconstructed weights in place."""
+        dense = copy.deepcopy(self.backbone)
+        for name, weight in self.reconstruct().items():
+            module_name, _, param_name = name.rpartition(".")
+            module = dense.get_submodule(module_name)
+            module._parameters[param_name] = nn.Parameter(weight.detach().clone())
+        return dense
+
+    def num_template_parameters(self) -> int:
+        """Parameters of the template and scalers (what replaces the block weights)."""
+        return sum(p.numel() for p in self.template.parameters()) + sum(
+            p.numel() for p in self.scalers.parameters()
+        )
+
+    def extra_repr(self) -> str:
+        groups = ", ".join(f"{g.name}: {g.shape}" for g in self.layout.groups)
+        return f"method={self.config.method}, ranks={self.config.ranks[0]}, groups=[{groups}]"
+
+
+class _Runner(nn.Module):
+    def __init__(self, backbone: nn.Module, fn: Callable[..., Any]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.fn = fn
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(self.backbone, *args, **kwargs)
+
+
+# -- building -----------------------------------------------------------------------------------
+def _orthonormal(rows: int, cols: int, generator: torch.Generator, dtype: torch.dtype) -> Tensor:
+    q, _ = torch.linalg.qr(torch.randn(max(rows, cols), min(rows, cols), generator=generator, dtype=dtype))
+    return q if rows >= cols else q.T
+
+
+def _init_tucker(
+    tensors: list[Tensor], layout: ModelLayout, config: TemplateConfig, init: str, generator: torch.Generator
+) -> tuple[dict[str, Tensor], list[dict[str, Tensor]]]:
+    if init == "hosvd":
+        if config.share:
+            core, factors = shared_core(tensors, config.ranks[0])
+            template = {"shared": core}
+        else:
+            decomposed = [hosvd(t, r) for t, r in zip(tensors, config.ranks, strict=True)]
+            template = {f"g{i}": core for i, (core, _) in enumerate(decomposed)}
+            factors = [f for _, f in decomposed]
+        return template, [dict(zip("XUV", f, strict=True)) for f in factors]
+
+    # Random: orthonormal scalers and a Gaussian core whose scale gives each group's weights
+    # the same RMS as the backbone's own initialization (||T||_F = ||G||_F here).
+    template, scalers = {}, []
+    for i, (t, ranks) in enumerate(zip(tensors, config.ranks, strict=True)):
+        scalers.append({m: _orthonormal(size, r, generator, t.dtype)
+                        for m, size, r in zip("XUV", t.shape, ranks, strict=True)})
+        key = "shared" if config.share else f"g{i}"
+        if key not in template:
+            rms = t.pow(2).mean().sqrt()
+            scale = rms * math.sqrt(t.numel() / math.prod(ranks))
+            template[key] = torch.randn(ranks, generator=generator, dtype=t.dtype) * scale
+    return template, scalers
+
+
+def _init_kronecker(
+    tensors: list[Tensor], layout: ModelLayout, config: TemplateConfig, init: str, generator: torch.Generator
+) -> tuple[dict[str, Tensor], list[dict[str, Tensor]]]:
+    k, a, b = config.ranks[0]
+    keys = _template_keys(layout, config)
+    # Slices of each (group, slot), viewed per template key.
+    pieces: dict[str, list[tuple[int, Tensor]]] = {}
+    for i, (group, t) in enumerate(zip(layout.groups, tensors, strict=True)):
+        per_layer = t.reshape(group.depth, group.slices_per_block, group.width, group.width)
+        for key, slot in zip(keys[i], group.slots, strict=True):
+            chunk = per_layer[:, slot.offset : slot.offset + slot.count(group.width)]
+            pieces.setdefault(key, []).append((i, chunk.reshape(-1, group.width, group.width)))
+
+    template: dict[str, Tensor] = {}
+    coefficient_chunks: dict[tuple[int, str], list[Tensor]] = {}
+    for key, items in pieces.items():
+        if init == "hosvd":
+            templ, coeffs = kronecker_svd([s for _, s in items], k, a, b)
+        else:
+            basis = _orthonormal(a * b, k, generator, items[0][1].dtype)  # (ab, k)
+            templ = basis.T.reshape(k, a, b).contiguous()
+            coeffs = []
+            for _, s in items:
+                rms = s.pow(2).mean().sqrt()
+                d = s.shape[-1]
+                shape = (s.shape[0], k, d // a, d // b)
+                coeffs.append(torch.randn(shape, generator=generator, dtype=s.dtype) * rms * math.sqrt(a * b / k))
+        template[key] = templ
+        for (i, _), c in zip(items, coeffs, strict=True):
+            coefficient_chunks.setdefault((i, key), []).append(c)
+
+    scalers = []
+    for i, group in enumerate(layout.groups):
+        # Reassemble coefficients in slice order: (L, S, ...) block-major.
+        cursor: dict[str, int] = {}
+        per_slot = []
+        for key, slot in zip(keys[i], group.slots, strict=True):
+            j = cursor.get(key, 0)
+            cursor[key] = j + 1
+            c = coefficient_chunks[(i, key)][j]
+            per_slot.append(c.reshape(group.depth, slot.count(group.width), *c.shape[1:]))
+        scalers.append({"S": torch.cat(per_slot, dim=1).flatten(0, 1).contiguous()})
+    return template, scalers
+
+
+def factorize(
+    model: nn.Module,
+    ranks: tuple[int, int, int] | str = "full",
+    method: str = "tucker",
+    init: str = "hosvd",
+    *,
+    share: bool = True,
+    kron_sharing: str = "all",
+    adapter: BackboneAdapter | str | None = None,
+    seed: int = 0,
+) -> FactorizedModel:
+    """Factorize the block weights of ``model`` into a weight template and scalers.
+
+    Args:
+        model: a timm ViT / DeiT, ResNet or ConvNeXt, or any module with ``adapter``. It is
+            copied, never modified.
+        ranks: Tucker ``(r1, r2, r3)`` (depth, output width, input width) or ``"full"``;
+            Kronecker ``(k, a, b)``: k templates of size a x b.
+        method: ``"tucker"`` (SWEET) or ``"kronecker"`` (WAVE / WeiT).
+        init: ``"hosvd"`` decomposes the existing weights (lossless at full rank; for
+            Kronecker the Van Loan-Pitsianis SVD); ``"random"`` draws a template whose
+            weights have the backbone's RMS.
+        share: Tucker: one core for all groups (CNN stages) rather than one per group.
+        kron_sharing: Kronecker: ``"all"`` or per ``"component"``.
+        adapter: a :class:`~backbones.BackboneAdapter`, a registered family, or ``None`` to
+            detect it.
+        seed: seeds the ``"random"`` init.
+
+    Returns:
+        A :class:`FactorizedModel`; its trainable parameters are the template, the scalers
+        and the dense remainder of the backbone.
+
+    Example::
+
+        model = timm.create_model("vit_tiny_patch16_224", num_classes=10)
+        fm = factorize(model, ranks=(48, 96, 96))
+        logits = fm(images)          # (B, 10)
+        dense = fm.materialize()     # an ordinary timm model
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, found {type(model).__name__}")
+    check_choice("method", method, METHODS)
+    check_choice("init", init, INITS)
+    check_choice("kron_sharing", kron_sharing, KRONECKER_SHARING)
+    if not isinstance(share, bool):
+        raise TypeError(f"share must be a bool, found {type(share).__name__}")
+    adapter = get_adapter(model, adapter)
+    layout = build_layout(model, adapter)
+    per_group = check_ranks(ranks, layout, method, share)
+    check_finite(model.named_parameters())
+
+    config = TemplateConfig(method, tuple(per_group), share, kron_sharing)
+    backbone = copy.deepcopy(model)
+    params = dict(backbone.named_parameters())
+    with torch.no_grad():
+        tensors = [group.stack(params) for group in layout.groups]
+        generator = torch.Generator().manual_seed(seed)
+        build = _init_tucker if method == "tucker" else _init_kronecker
+        template, scalers = build(tensors, layout, config, init, generator)
+    return FactorizedModel(backbone, layout, config, template, scalers, adapter)
+
+
+def group_by_name(layout: ModelLayout, name: str) -> GroupLayout:
+    """The group called ``name``; a ValueError lists the names there are."""
+    for group in layout.groups:
+        if group.name == name:
+            return group
+    raise ValueError(f"no group {name!r}; groups are {[g.name for g in layout.groups]}")

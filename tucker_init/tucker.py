@@ -1,0 +1,90 @@
+"""Tucker templates: T ~= G x1 X x2 U x3 V (SWEET, DESIGN.md section 1.2).
+
+Functions here work on plain tensors: the group's unified tensor ``T`` of shape
+``(n, d, d)`` (n = S*L slices), the core ``G`` of shape ``(r1, r2, r3)``, and the scalers
+``X (n, r1)``, ``U (d, r2)``, ``V (d, r3)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+import opt_einsum
+import torch
+from torch import Tensor
+
+__all__ = ["hosvd", "mode_unfold", "shared_core", "tucker_reconstruct"]
+
+
+@lru_cache(maxsize=256)
+def _expression(core_shape: tuple[int, ...], n: int, d_out: int, d_in: int):
+    # One contraction path per shape, found once: the order (G.V, then .U, then .X)
+    # matters by an order of magnitude when n*d*d is large.
+    r1, r2, r3 = core_shape
+    return opt_einsum.contract_expression(
+        "abc,na,ob,ic->noi", (r1, r2, r3), (n, r1), (d_out, r2), (d_in, r3), optimize="optimal"
+    )
+
+
+def tucker_reconstruct(core: Tensor, X: Tensor, U: Tensor, V: Tensor) -> Tensor:
+    """``G x1 X x2 U x3 V``.
+
+    Args:
+        core: ``(r1, r2, r3)``.
+        X: ``(n, r1)`` depth scaler. U: ``(d_out, r2)``, V: ``(d_in, r3)`` width scalers.
+
+    Returns:
+        ``(n, d_out, d_in)``.
+    """
+    expr = _expression(tuple(core.shape), X.shape[0], U.shape[0], V.shape[0])
+    return expr(core, X, U, V, backend="torch")
+
+
+def mode_unfold(tensor: Tensor, mode: int) -> Tensor:
+    """Mode-``mode`` unfolding (tensorly's convention): ``(I_mode, prod of the others)``."""
+    return torch.movedim(tensor, mode, 0).reshape(tensor.shape[mode], -1)
+
+
+def _leading_left_vectors(matrix: Tensor, rank: int) -> Tensor:
+    # Eigen-decomposition of the small Gram matrix is much cheaper than an SVD of the
+    # wide unfolding; computed in float64 so tiny singular values keep their vectors.
+    gram = (matrix.double() @ matrix.double().T)
+    _, vectors = torch.linalg.eigh(gram)
+    return vectors[:, -rank:].flip(-1).to(matrix.dtype)
+
+
+def hosvd(tensor: Tensor, ranks: Sequence[int]) -> tuple[Tensor, list[Tensor]]:
+    """Truncated higher-order SVD.
+
+    Args:
+        tensor: ``(n, d_out, d_in)``.
+        ranks: ``(r1, r2, r3)``, each at most the matching mode size.
+
+    Returns:
+        ``(core (r1, r2, r3), [X (n, r1), U (d_out, r2), V (d_in, r3)])`` with orthonormal
+        factor columns; exact when the ranks equal the mode sizes.
+    """
+    factors = [_leading_left_vectors(mode_unfold(tensor, m), r) for m, r in enumerate(ranks)]
+    core = project(tensor, factors)
+    return core, factors
+
+
+def project(tensor: Tensor, factors: Sequence[Tensor]) -> Tensor:
+    """``T x1 X^T x2 U^T x3 V^T``: the best core for orthonormal factors."""
+    X, U, V = factors
+    return torch.einsum("noi,na,ob,ic->abc", tensor, X, U, V)
+
+
+def shared_core(tensors: Sequence[Tensor], ranks: Sequence[int]) -> tuple[Tensor, list[list[Tensor]]]:
+    """One core for several groups, each with its own factors.
+
+    Each group's factors come from its own truncated HOSVD; given orthonormal factors,
+    the least-squares core minimising ``sum_g ||T_g - G x X_g x U_g x V_g||^2`` is the mean
+    of the groups' projected cores.
+
+    Returns:
+        ``(core (r1, r2, r3), [[X_g, U_g, V_g] for each group])``.
+    """
+    cores, factors = zip(*(hosvd(t, ranks) for t in tensors), strict=True)
+    return torch.stack(cores).mean(0), [list(f) for f in factors]
