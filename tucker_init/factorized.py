@@ -218,8 +218,12 @@ def _init_tucker(
     # the same RMS as the backbone's own initialization (||T||_F = ||G||_F here).
     template, scalers = {}, []
     for i, (t, ranks) in enumerate(zip(tensors, config.ranks, strict=True)):
-        scalers.append({m: _orthonormal(size, r, generator, t.dtype)
-                        for m, size, r in zip("XUV", t.shape, ranks, strict=True)})
+        scalers.append(
+            {
+                m: _orthonormal(size, r, generator, t.dtype)
+                for m, size, r in zip("XUV", t.shape, ranks, strict=True)
+            }
+        )
         key = "shared" if config.share else f"g{i}"
         if key not in template:
             rms = t.pow(2).mean().sqrt()
@@ -254,7 +258,9 @@ def _init_kronecker(
                 rms = s.pow(2).mean().sqrt()
                 d = s.shape[-1]
                 shape = (s.shape[0], k, d // a, d // b)
-                coeffs.append(torch.randn(shape, generator=generator, dtype=s.dtype) * rms * math.sqrt(a * b / k))
+                coeffs.append(
+                    torch.randn(shape, generator=generator, dtype=s.dtype) * rms * math.sqrt(a * b / k)
+                )
         template[key] = templ
         for (i, _), c in zip(items, coeffs, strict=True):
             coefficient_chunks.setdefault((i, key), []).append(c)

@@ -124,9 +124,7 @@ class GroupLayout:
                 w = rearrange(chunk, "l (a b) o i -> l (a o) (b i)", a=a, b=b)
             else:
                 kh, kw = slot.shape[2:]
-                w = rearrange(
-                    chunk, "l (a b kh kw) o i -> l (a o) (b i) kh kw", a=a, b=b, kh=kh, kw=kw
-                )
+                w = rearrange(chunk, "l (a b kh kw) o i -> l (a o) (b i) kh kw", a=a, b=b, kh=kh, kw=kw)
             for block, weight in zip(self.block_names, w.unbind(0), strict=True):
                 out[f"{block}.{slot.name}"] = weight
         return out

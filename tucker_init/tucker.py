@@ -49,7 +49,7 @@ def mode_unfold(tensor: Tensor, mode: int) -> Tensor:
 def _leading_left_vectors(matrix: Tensor, rank: int) -> Tensor:
     # Eigen-decomposition of the small Gram matrix is much cheaper than an SVD of the
     # wide unfolding; computed in float64 so tiny singular values keep their vectors.
-    gram = (matrix.double() @ matrix.double().T)
+    gram = matrix.double() @ matrix.double().T
     _, vectors = torch.linalg.eigh(gram)
     return vectors[:, -rank:].flip(-1).to(matrix.dtype)
 

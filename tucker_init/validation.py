@@ -14,8 +14,11 @@ from .layout import ModelLayout
 
 __all__ = ["check_choice", "check_finite", "check_ranks"]
 
-TUCKER_MODES = ("mode 1 (depth: S*L slices, scaler X)", "mode 2 (output width, scaler U)",
-                "mode 3 (input width, scaler V)")
+TUCKER_MODES = (
+    "mode 1 (depth: S*L slices, scaler X)",
+    "mode 2 (output width, scaler U)",
+    "mode 3 (input width, scaler V)",
+)
 KRONECKER_MODES = ("number of templates k", "template rows a", "template columns b")
 
 
@@ -42,9 +45,7 @@ def _rank_tuple(ranks: Any) -> tuple[int, int, int]:
     return (int(ranks[0]), int(ranks[1]), int(ranks[2]))
 
 
-def check_ranks(
-    ranks: Any, layout: ModelLayout, method: str, share: bool
-) -> list[tuple[int, int, int]]:
+def check_ranks(ranks: Any, layout: ModelLayout, method: str, share: bool) -> list[tuple[int, int, int]]:
     """Validate ``ranks`` against every group and return the ranks used for each group.
 
     Tucker: ``r_m`` may not exceed mode m of a group's ``(S*L, d, d)`` tensor; with a shared
@@ -56,8 +57,10 @@ def check_ranks(
     groups = layout.groups
     if method == "kronecker":
         if ranks == "full":
-            raise ValueError("ranks='full' is only defined for method='tucker'; for Kronecker pass "
-                             "(k, a, b), lossless at k = a*b")
+            raise ValueError(
+                "ranks='full' is only defined for method='tucker'; for Kronecker pass "
+                "(k, a, b), lossless at k = a*b"
+            )
         k, a, b = _rank_tuple(ranks)
         for axis, size in (("a", a), ("b", b)):
             for g in groups:
@@ -69,9 +72,7 @@ def check_ranks(
                         f"d={g.width} of group {g.name!r}; sizes that divide every group: {divisors}"
                     )
         if k > a * b:
-            raise ValueError(
-                f"ranks[0]: {KRONECKER_MODES[0]} allows at most a*b = {a * b}, found {k}"
-            )
+            raise ValueError(f"ranks[0]: {KRONECKER_MODES[0]} allows at most a*b = {a * b}, found {k}")
         return [(k, a, b)] * len(groups)
 
     if ranks == "full":
