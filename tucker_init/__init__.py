@@ -1,6 +1,7 @@
 """tucker_init: weight templates for initializing vision models of any depth and width."""
 
-from .factorized import FactorizedModel, TemplateConfig, factorize
+from .factorized import FactorizedModel, TemplateConfig, factorize, reconstruct_group
+from .io import WeightTemplate, load_template, save_template, to_factorized
 from .layout import GroupLayout, ModelLayout, ParamSlot, build_layout
 
 __version__ = "0.1.0"
@@ -11,7 +12,12 @@ __all__ = [
     "ModelLayout",
     "ParamSlot",
     "TemplateConfig",
+    "WeightTemplate",
     "__version__",
     "build_layout",
     "factorize",
+    "load_template",
+    "reconstruct_group",
+    "save_template",
+    "to_factorized",
 ]

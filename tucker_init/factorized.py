@@ -65,7 +65,7 @@ class TemplateConfig:
         )
 
 
-def _template_keys(layout: ModelLayout, config: TemplateConfig) -> list[list[str]]:
+def template_keys(layout: ModelLayout, config: TemplateConfig) -> list[list[str]]:
     """For each group, for each slot: the key of the template it uses."""
     keys = []
     for i, group in enumerate(layout.groups):
@@ -77,6 +77,36 @@ def _template_keys(layout: ModelLayout, config: TemplateConfig) -> list[list[str
         else:
             keys.append([slot.name.replace(".", "_") for slot in group.slots])
     return keys
+
+
+def reconstruct_group(
+    config: TemplateConfig,
+    layout: ModelLayout,
+    index: int,
+    template: Mapping[str, Tensor],
+    scalers: Mapping[str, Tensor],
+) -> Tensor:
+    """Unified tensor ``(S*L, d, d)`` of group ``index`` from a template and its scalers.
+
+    Tucker: ``G x1 X x2 U x3 V`` with ``scalers = {"X", "U", "V"}``; Kronecker:
+    ``sum_i kron(S_i, T_i)`` with ``scalers = {"S"}``. The scalers may be of another size
+    than the layout's (a target of another depth or width): the output follows them.
+    """
+    keys = template_keys(layout, config)[index]
+    if config.method == "tucker":
+        return tucker_reconstruct(template[keys[0]], scalers["X"], scalers["U"], scalers["V"])
+    coefficients = scalers["S"]
+    if config.kron_sharing == "all":
+        return kronecker_reconstruct(coefficients, template["all"])
+    group = layout.groups[index]
+    per_slot = torch.cat(
+        [
+            template[key].expand(slot.count(group.width), *template[key].shape)
+            for key, slot in zip(keys, group.slots, strict=True)
+        ]
+    )  # (S, k, a, b)
+    depth = coefficients.shape[0] // per_slot.shape[0]
+    return kronecker_reconstruct(coefficients, per_slot.repeat(depth, 1, 1, 1))
 
 
 class FactorizedModel(nn.Module):
@@ -117,7 +147,6 @@ class FactorizedModel(nn.Module):
             }
         )
         self.scaler_hook: ScalerHook | None = None
-        self._keys = _template_keys(layout, config)
         for name in layout.templated_names():
             module_name, _, param_name = name.rpartition(".")
             backbone.get_submodule(module_name)._parameters[param_name] = None
@@ -125,24 +154,10 @@ class FactorizedModel(nn.Module):
     # -- reconstruction ------------------------------------------------------------------
     def group_tensor(self, index: int) -> Tensor:
         """The unified tensor of group ``index``, shape ``(S*L, d, d)``."""
-        group = self.layout.groups[index]
         scalers = dict(self.scalers[f"g{index}"].items())
         if self.scaler_hook is not None:
             scalers = self.scaler_hook(index, scalers)
-        keys = self._keys[index]
-        if self.config.method == "tucker":
-            return tucker_reconstruct(self.template[keys[0]], scalers["X"], scalers["U"], scalers["V"])
-        coefficients = scalers["S"]
-        if self.config.kron_sharing == "all":
-            return kronecker_reconstruct(coefficients, self.template["all"])
-        per_slot = torch.cat(
-            [
-                self.template[key].expand(slot.count(group.width), *self.template[key].shape)
-                for key, slot in zip(keys, group.slots, strict=True)
-            ]
-        )  # (S, k, a, b)
-        per_slice = per_slot.repeat(group.depth, 1, 1, 1)
-        return kronecker_reconstruct(coefficients, per_slice)
+        return reconstruct_group(self.config, self.layout, index, self.template, scalers)
 
     def reconstruct(self) -> dict[str, Tensor]:
         """All templated weights, full parameter name -> tensor of the original shape."""
@@ -236,7 +251,7 @@ def _init_kronecker(
     tensors: list[Tensor], layout: ModelLayout, config: TemplateConfig, init: str, generator: torch.Generator
 ) -> tuple[dict[str, Tensor], list[dict[str, Tensor]]]:
     k, a, b = config.ranks[0]
-    keys = _template_keys(layout, config)
+    keys = template_keys(layout, config)
     # Slices of each (group, slot), viewed per template key.
     pieces: dict[str, list[tuple[int, Tensor]]] = {}
     for i, (group, t) in enumerate(zip(layout.groups, tensors, strict=True)):

@@ -1,0 +1,245 @@
+"""Template files: safetensors tensors plus JSON metadata; nothing is ever unpickled.
+
+A file holds the template, the scalers of the model it was trained on, that model's dense
+remainder parameters and buffers (stem, norms, head, BN statistics) and metadata: format
+and library versions, backbone family and sizes, layout, ranks and method.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from backbones import get_adapter
+
+from .factorized import FactorizedModel, TemplateConfig, reconstruct_group
+from .layout import ModelLayout, build_layout
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "WeightTemplate", "load_template", "save_template"]
+
+FORMAT = "tucker_init.template"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class WeightTemplate:
+    """A template detached from any model, as stored in a template file.
+
+    Attributes:
+        config: method, ranks and sharing.
+        layout: the groups of the model the template was trained on.
+        template: template tensors by key (Tucker cores ``(r1, r2, r3)`` or Kronecker
+            templates ``(k, a, b)``).
+        scalers: per group, the scalers of the source model.
+        remainder: the source model's dense parameters (outside the template).
+        buffers: the source model's floating-point buffers (e.g. BN running statistics).
+        backbone: facts about the source model (family, class, depth, widths).
+    """
+
+    config: TemplateConfig
+    layout: ModelLayout
+    template: dict[str, Tensor]
+    scalers: list[dict[str, Tensor]]
+    remainder: dict[str, Tensor] = field(default_factory=dict)
+    buffers: dict[str, Tensor] = field(default_factory=dict)
+    backbone: dict[str, Any] = field(default_factory=dict)
+    library_version: str = ""
+
+    @property
+    def family(self) -> str:
+        return self.layout.family
+
+    @classmethod
+    def from_model(cls, fm: FactorizedModel) -> WeightTemplate:
+        """Detached copies of ``fm``'s template, scalers and remainder."""
+        from . import __version__
+
+        def detach(t: Tensor) -> Tensor:
+            return t.detach().cpu().clone()
+
+        return cls(
+            config=fm.config,
+            layout=fm.layout,
+            template={k: detach(v) for k, v in fm.template.items()},
+            scalers=[{k: detach(v) for k, v in fm.scalers[f"g{i}"].items()} for i in range(len(fm.scalers))],
+            remainder={k: detach(v) for k, v in fm.backbone.named_parameters()},
+            buffers={k: detach(v) for k, v in fm.backbone.named_buffers() if v.is_floating_point()},
+            backbone={"family": fm.layout.family, **fm.adapter.describe(fm.backbone)},
+            library_version=__version__,
+        )
+
+    def group_tensor(self, index: int, scalers: dict[str, Tensor] | None = None) -> Tensor:
+        """Unified tensor ``(S*L, d, d)`` of group ``index``, from the stored scalers or from
+        ``scalers`` of another size."""
+        use = self.scalers[index] if scalers is None else scalers
+        return reconstruct_group(self.config, self.layout, index, self.template, use)
+
+
+def _atomic_write(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_template(path: str | os.PathLike, template: FactorizedModel | WeightTemplate) -> Path:
+    """Write ``template`` (or a factorized model's template) atomically to ``path``.
+
+    Returns:
+        The path written.
+    """
+    if isinstance(template, FactorizedModel):
+        template = WeightTemplate.from_model(template)
+    if not isinstance(template, WeightTemplate):
+        raise TypeError(
+            f"template must be a FactorizedModel or WeightTemplate, found {type(template).__name__}"
+        )
+    tensors: dict[str, Tensor] = {}
+    for k, v in template.template.items():
+        tensors[f"template.{k}"] = v.contiguous()
+    for i, scalers in enumerate(template.scalers):
+        for k, v in scalers.items():
+            tensors[f"scalers.g{i}.{k}"] = v.contiguous()
+    for k, v in template.remainder.items():
+        tensors[f"remainder.{k}"] = v.contiguous()
+    for k, v in template.buffers.items():
+        tensors[f"buffer.{k}"] = v.contiguous()
+    metadata = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "library_version": template.library_version,
+        "config": json.dumps(template.config.to_dict()),
+        "layout": json.dumps(template.layout.to_dict()),
+        "backbone": json.dumps(template.backbone),
+    }
+    path = Path(path)
+    _atomic_write(path, tensors, metadata)
+    return path
+
+
+def _read(path: Path) -> tuple[dict[str, str], dict[str, Tensor]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"template file {str(path)!r} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    except Exception as err:  # safetensors raises its own error types for broken headers
+        raise ValueError(
+            f"{str(path)!r} is not a readable template file (truncated or not safetensors): {err}"
+        ) from err
+    return metadata, tensors
+
+
+def load_template(
+    path: str | os.PathLike, model: nn.Module | None = None
+) -> WeightTemplate | FactorizedModel:
+    """Read a template file.
+
+    Args:
+        path: a file written by :func:`save_template`.
+        model: optional; when given, the template must have been made for this very
+            architecture (same family and layout) and a :class:`FactorizedModel` on ``model``
+            with the stored values is returned.
+
+    Returns:
+        A :class:`WeightTemplate`, or a :class:`FactorizedModel` when ``model`` is given.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a template file, a newer format, inconsistent contents, or a
+            template for another backbone than ``model``; the message says what differs.
+    """
+    path = Path(path)
+    metadata, tensors = _read(path)
+    if metadata.get("format") != FORMAT:
+        raise ValueError(
+            f"{str(path)!r} is a safetensors file but not a tucker_init template "
+            f"(format {metadata.get('format')!r}, expected {FORMAT!r})"
+        )
+    version = int(metadata.get("format_version", "0"))
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"{str(path)!r} has template format version {version}; this tucker_init reads up to "
+            f"{FORMAT_VERSION}; upgrade tucker_init"
+        )
+    try:
+        config = TemplateConfig.from_dict(json.loads(metadata["config"]))
+        layout = ModelLayout.from_dict(json.loads(metadata["layout"]))
+        backbone = json.loads(metadata["backbone"])
+    except (KeyError, TypeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{str(path)!r} has damaged template metadata: {err!r}") from err
+
+    def section(prefix: str) -> dict[str, Tensor]:
+        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+    scalers = [section(f"scalers.g{i}.") for i in range(len(layout.groups))]
+    result = WeightTemplate(
+        config=config,
+        layout=layout,
+        template=section("template."),
+        scalers=scalers,
+        remainder=section("remainder."),
+        buffers=section("buffer."),
+        backbone=backbone,
+        library_version=metadata.get("library_version", ""),
+    )
+    for i, group in enumerate(layout.groups):
+        shape = tuple(result.group_tensor(i).shape)
+        if shape != group.shape:
+            raise ValueError(
+                f"{str(path)!r}: scalers of group {group.name!r} give {shape}, layout says {group.shape}"
+            )
+    return result if model is None else to_factorized(result, model)
+
+
+def _layout_difference(expected: ModelLayout, found: ModelLayout) -> str:
+    if expected.family != found.family:
+        return f"backbone family {expected.family!r} in the template, {found.family!r} in the model"
+    if len(expected.groups) != len(found.groups):
+        return f"{len(expected.groups)} block groups in the template, {len(found.groups)} in the model"
+    for a, b in zip(expected.groups, found.groups, strict=True):
+        if a != b:
+            return f"group {a.name!r} {a.shape} in the template, {b.name!r} {b.shape} in the model"
+    return ""
+
+
+def to_factorized(template: WeightTemplate, model: nn.Module) -> FactorizedModel:
+    """A :class:`FactorizedModel` on ``model`` holding the template's stored values.
+
+    Raises:
+        ValueError: ``model`` is not the architecture the template was made for.
+    """
+    adapter = get_adapter(model, template.family if template.family != "generic" else None)
+    layout = build_layout(model, adapter)
+    difference = _layout_difference(template.layout, layout)
+    if difference:
+        raise ValueError(
+            f"template does not fit this model: {difference}. To start a model of another size "
+            "from this template use tucker_init.initialize()"
+        )
+    fm = FactorizedModel(
+        copy.deepcopy(model), layout, template.config, template.template, template.scalers, adapter
+    )
+    own = dict(fm.backbone.named_parameters()) | dict(fm.backbone.named_buffers())
+    with torch.no_grad():
+        for name, value in (template.remainder | template.buffers).items():
+            if name not in own or own[name].shape != value.shape:
+                raise ValueError(f"template parameter {name!r} {tuple(value.shape)} does not fit the model")
+            own[name].copy_(value)
+    return fm
