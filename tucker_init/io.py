@@ -20,7 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from backbones import get_adapter
+from backbones import BackboneAdapter, get_adapter
 
 from .factorized import FactorizedModel, TemplateConfig, reconstruct_group
 from .layout import ModelLayout, build_layout
@@ -147,7 +147,7 @@ def _read(path: Path) -> tuple[dict[str, str], dict[str, Tensor]]:
 
 
 def load_template(
-    path: str | os.PathLike, model: nn.Module | None = None
+    path: str | os.PathLike, model: nn.Module | None = None, adapter: BackboneAdapter | None = None
 ) -> WeightTemplate | FactorizedModel:
     """Read a template file.
 
@@ -156,6 +156,7 @@ def load_template(
         model: optional; when given, the template must have been made for this very
             architecture (same family and layout) and a :class:`FactorizedModel` on ``model``
             with the stored values is returned.
+        adapter: for ``model``, when it needs a :class:`~backbones.GenericAdapter`.
 
     Returns:
         A :class:`WeightTemplate`, or a :class:`FactorizedModel` when ``model`` is given.
@@ -205,7 +206,7 @@ def load_template(
             raise ValueError(
                 f"{str(path)!r}: scalers of group {group.name!r} give {shape}, layout says {group.shape}"
             )
-    return result if model is None else to_factorized(result, model)
+    return result if model is None else to_factorized(result, model, adapter)
 
 
 def _layout_difference(expected: ModelLayout, found: ModelLayout) -> str:
@@ -219,13 +220,18 @@ def _layout_difference(expected: ModelLayout, found: ModelLayout) -> str:
     return ""
 
 
-def to_factorized(template: WeightTemplate, model: nn.Module) -> FactorizedModel:
+def to_factorized(
+    template: WeightTemplate, model: nn.Module, adapter: BackboneAdapter | None = None
+) -> FactorizedModel:
     """A :class:`FactorizedModel` on ``model`` holding the template's stored values.
+
+    Args:
+        adapter: needed for a model that only a :class:`~backbones.GenericAdapter` understands.
 
     Raises:
         ValueError: ``model`` is not the architecture the template was made for.
     """
-    adapter = get_adapter(model, template.family if template.family != "generic" else None)
+    adapter = get_adapter(model, adapter)
     layout = build_layout(model, adapter)
     difference = _layout_difference(template.layout, layout)
     if difference:
