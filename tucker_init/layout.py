@@ -116,10 +116,11 @@ class GroupLayout:
         """Inverse of :meth:`stack`: ``(L*S, d, d)`` -> full parameter name -> weight."""
         d, S = self.width, self.slices_per_block
         per_layer = tensor.reshape(self.depth, S, d, d)
+        # split (not indexing): its backward is one cat instead of a zero-filled copy per slot.
+        chunks = per_layer.split([slot.count(d) for slot in self.slots], dim=1)
         out: dict[str, Tensor] = {}
-        for slot in self.slots:
+        for slot, chunk in zip(self.slots, chunks, strict=True):
             a, b = slot.blocks(d)
-            chunk = per_layer[:, slot.offset : slot.offset + slot.count(d)]
             if len(slot.shape) == 2:
                 w = rearrange(chunk, "l (a b) o i -> l (a o) (b i)", a=a, b=b)
             else:
