@@ -228,3 +228,18 @@ def test_errors():
         WidthScaling()(0, {"S": torch.zeros(2, 2)})
     with pytest.raises(TypeError, match="attach expects a FactorizedModel"):
         WidthScaling().attach(tiny_vit())
+
+
+def test_materialize_ignores_the_training_mask():
+    from _models import build
+
+    from tucker_init import factorize
+    from tucker_init.stochastic import WidthScaling
+
+    fm = factorize(build("vit"), ranks="full")
+    expected = fm.eval().materialize().state_dict()
+    WidthScaling("prefix", min_fraction=0.25, seed=0).attach(fm)
+    fm.train()
+    found = fm.materialize().state_dict()
+    for key, value in expected.items():
+        assert torch.equal(found[key], value), key

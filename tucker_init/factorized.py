@@ -152,18 +152,21 @@ class FactorizedModel(nn.Module):
             backbone.get_submodule(module_name)._parameters[param_name] = None
 
     # -- reconstruction ------------------------------------------------------------------
-    def group_tensor(self, index: int) -> Tensor:
-        """The unified tensor of group ``index``, shape ``(S*L, d, d)``."""
+    def group_tensor(self, index: int, apply_hook: bool = True) -> Tensor:
+        """The unified tensor of group ``index``, shape ``(S*L, d, d)``.
+
+        ``apply_hook=False`` ignores :attr:`scaler_hook` (exports must not carry a
+        training-time width mask)."""
         scalers = dict(self.scalers[f"g{index}"].items())
-        if self.scaler_hook is not None:
+        if apply_hook and self.scaler_hook is not None:
             scalers = self.scaler_hook(index, scalers)
         return reconstruct_group(self.config, self.layout, index, self.template, scalers)
 
-    def reconstruct(self) -> dict[str, Tensor]:
+    def reconstruct(self, apply_hook: bool = True) -> dict[str, Tensor]:
         """All templated weights, full parameter name -> tensor of the original shape."""
         weights: dict[str, Tensor] = {}
         for i, group in enumerate(self.layout.groups):
-            weights.update(group.unstack(self.group_tensor(i)))
+            weights.update(group.unstack(self.group_tensor(i, apply_hook)))
         return weights
 
     # -- calling the backbone -------------------------------------------------------------
@@ -181,9 +184,10 @@ class FactorizedModel(nn.Module):
     # -- leaving the factorization ----------------------------------------------------------
     @torch.no_grad()
     def materialize(self) -> nn.Module:
-        """An ordinary dense copy of the backbone with the reconstructed weights in place."""
+        """An ordinary dense copy of the backbone with the reconstructed weights in place
+        (never masked by :attr:`scaler_hook`)."""
         dense = copy.deepcopy(self.backbone)
-        for name, weight in self.reconstruct().items():
+        for name, weight in self.reconstruct(apply_hook=False).items():
             module_name, _, param_name = name.rpartition(".")
             module = dense.get_submodule(module_name)
             module._parameters[param_name] = nn.Parameter(weight.detach().clone())
