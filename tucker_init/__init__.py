@@ -1,22 +1,37 @@
 """tucker_init: weight templates for initializing vision models of any depth and width."""
 
+from .data import BatchLoader, ImageDataset, default_dataset, list_datasets, load_dataset
 from .factorized import FactorizedModel, TemplateConfig, factorize, reconstruct_group
 from .io import WeightTemplate, load_template, save_template, to_factorized
 from .layout import GroupLayout, ModelLayout, ParamSlot, build_layout
+from .mae import MaskedAutoencoder, MaskedConvAutoencoder, MaskedOutput, masked_model_for
+from .models import create_model
+from .stochastic import WidthScaling
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchLoader",
     "FactorizedModel",
     "GroupLayout",
+    "ImageDataset",
+    "MaskedAutoencoder",
+    "MaskedConvAutoencoder",
+    "MaskedOutput",
     "ModelLayout",
     "ParamSlot",
     "TemplateConfig",
     "WeightTemplate",
+    "WidthScaling",
     "__version__",
     "build_layout",
+    "create_model",
+    "default_dataset",
     "factorize",
+    "list_datasets",
+    "load_dataset",
     "load_template",
+    "masked_model_for",
     "reconstruct_group",
     "save_template",
     "to_factorized",
