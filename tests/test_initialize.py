@@ -1,0 +1,284 @@
+"""initialize() and the initializer registry: exact at the template's own size, any depth and
+width gives a working model, learning lowers its loss, each baseline follows its rule on a
+hand-computable case, and every misuse is a clear ValueError."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _models import perturb, tiny_resnet, tiny_vit
+from timm.models.resnet import BasicBlock, ResNet
+from torch import nn
+
+from tucker_init import WeightTemplate, factorize, save_template
+from tucker_init.initialize import InitReport, LearnConfig, depth_map, initialize, width_map
+from tucker_init.initializers import (
+    expand_linear,
+    fit_linear_expansion,
+    get_initializer,
+    list_initializers,
+    uniform_indices,
+)
+
+IMAGES = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+def vit(depth: int, width: int, seed: int = 0, **kw) -> nn.Module:
+    torch.manual_seed(seed)
+    return tiny_vit(depth=depth, embed_dim=width, num_heads=width // 64, **kw).eval()
+
+
+@pytest.fixture(scope="module")
+def source_vit() -> nn.Module:
+    return perturb(vit(6, 192, seed=3), seed=3)
+
+
+@pytest.fixture(scope="module")
+def tucker_fm(source_vit):
+    return factorize(source_vit, ranks=(24, 96, 96)).eval()
+
+
+@pytest.fixture(scope="module")
+def template(tucker_fm) -> WeightTemplate:
+    return WeightTemplate.from_model(tucker_fm)
+
+
+# ------------------------------------------------------------------------------------ rules
+def test_depth_and_width_maps():
+    sel = depth_map(6, 3, "select")
+    assert sel.lo.tolist() == [0, 2, 5] and sel.is_selection  # round(linspace(0, 5, 3)) = 0, 2.5->2, 5
+    interp = depth_map(5, 3, "interpolate")  # positions 0, 2, 4
+    assert interp.lo.tolist() == [0, 2, 4] and interp.is_selection
+    interp = depth_map(3, 5, "interpolate")  # positions 0, .5, 1, 1.5, 2
+    assert interp.lo.tolist() == [0, 0, 1, 1, 2] and interp.t.tolist() == [0, 0.5, 0, 0.5, 0]
+    assert depth_map(7, 7, "interpolate").is_identity
+    grow = width_map(4, 6, "slice")
+    assert grow.lo[:4].tolist() == [0, 1, 2, 3] and grow.fresh.tolist() == [False] * 4 + [True] * 2
+    x = torch.arange(12.0).reshape(2, 6)
+    assert torch.equal(width_map(6, 4, "slice").tile(1).apply(x, 1), x[:, :4])
+    # A qkv-like axis of 3 chunks of 6 channels keeps the first 4 of each chunk.
+    assert width_map(6, 4, "slice").tile(3).lo.tolist() == [0, 1, 2, 3, 6, 7, 8, 9, 12, 13, 14, 15]
+
+
+# ------------------------------------------------------------------------------- initialize
+@pytest.mark.parametrize("as_path", [False, True])
+def test_own_size_reproduces_reconstruction(tucker_fm, template, tmp_path, as_path):
+    source = save_template(tmp_path / "t.safetensors", template) if as_path else tucker_fm
+    target = vit(6, 192, seed=7)
+    target, report = initialize(target, source, depth="select", width="slice", return_report=True)
+    expected = tucker_fm.materialize()
+    assert type(target) is type(expected)
+    state = target.state_dict()
+    assert state.keys() == expected.state_dict().keys()
+    for name, value in expected.state_dict().items():
+        assert torch.equal(state[name], value), name
+    assert all(type(p) is nn.Parameter for p in target.parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(target(IMAGES), expected(IMAGES), rtol=0, atol=0)
+    assert set(report.counts()) == {"template", "copied"}
+    assert report["blocks.0.attn.qkv.weight"] == "template" and report["head.weight"] == "copied"
+
+
+@pytest.mark.parametrize("depth", [3, 6, 12])
+@pytest.mark.parametrize("width", [64, 128, 192, 256])
+def test_any_depth_and_width(template, depth, width):
+    target = vit(depth, width)
+    target, report = initialize(target, template, return_report=True)
+    assert all(torch.isfinite(p).all() for p in target.parameters())
+    with torch.no_grad():
+        out = target(IMAGES)
+    assert out.shape == (8, 10) and torch.isfinite(out).all()
+    assert report["blocks.0.mlp.fc1.weight"] == "template"
+    assert report["head.bias"] == "copied"
+    assert report["head.weight"] == ("copied" if width == 192 else "selected")
+
+
+def test_width_rules_keep_channels_aligned(template):
+    src = template.remainder
+    sliced = initialize(vit(6, 128), template, depth="select", width="slice")
+    # The MLP hidden axis has 4 chunks of d: the first 128 channels of each chunk of 192.
+    hidden = torch.cat([torch.arange(k * 192, k * 192 + 128) for k in range(4)])
+    assert torch.equal(sliced.blocks[2].mlp.fc1.bias.data, src["blocks.2.mlp.fc1.bias"][hidden])
+    assert torch.equal(sliced.norm.weight.data, src["norm.weight"][:128])
+    assert torch.equal(sliced.pos_embed.data, src["pos_embed"][..., :128])
+    # Wider than the template: the template's channels first, the new ones at the target's init.
+    target = vit(6, 256)
+    own = target.norm.weight.detach().clone()
+    wide = initialize(target, template, depth="select", width="slice")
+    assert torch.equal(wide.norm.weight.data[:192], src["norm.weight"])
+    assert torch.equal(wide.norm.weight.data[192:], own[192:])
+    # Interpolating depth mixes the two neighbouring blocks of block-level vectors.
+    deep = initialize(vit(11, 192), template, depth="interpolate")  # block 1 sits at position 0.5
+    mixed = 0.5 * (src["blocks.0.norm1.weight"] + src["blocks.1.norm1.weight"])
+    torch.testing.assert_close(deep.blocks[1].norm1.weight.data, mixed)
+    interp = initialize(vit(6, 128), template, width="interpolate")
+    assert all(torch.isfinite(p).all() for p in interp.parameters())
+
+
+def _ce(model: nn.Module, batch) -> float:
+    with torch.no_grad():
+        return float(nn.functional.cross_entropy(model(batch[0]), batch[1]))
+
+
+def test_learn_lowers_the_loss(template):
+    batch = (IMAGES, torch.arange(8) % 10)
+    before = initialize(vit(3, 64), template)
+    config = {"data": [batch], "steps": 15, "lr": 1e-2, "progress": False}
+    after, report = initialize(vit(3, 64), template, learn=config, return_report=True)
+    assert _ce(after, batch) < _ce(before, batch)
+    assert report.losses[-1] < report.losses[0]
+    assert type(after).__name__ == "VisionTransformer" and all(
+        type(p) is nn.Parameter for p in after.parameters()
+    )
+    # Only the scalers moved: the remainder is the same as without learning.
+    assert torch.equal(after.head.weight, before.head.weight)
+    # A user loss on the model, budget in epochs; depth="learn" trains X only.
+    calls = []
+
+    def loss(model, b):
+        calls.append(1)
+        return model(b[0]).pow(2).mean()
+
+    learn = LearnConfig(data=[batch, batch], epochs=1.5, loss=loss, loss_on="model", progress=False)
+    initialize(vit(2, 64), template, depth="learn", learn=learn)
+    assert len(calls) == 3
+
+
+def test_resnet_across_depth():
+    torch.manual_seed(0)
+    source = perturb(tiny_resnet(layers=(2, 2, 2, 2))).eval()
+    fm = factorize(source, ranks="full", share=False)
+    for layers in [(3, 4, 6, 3), (1, 1, 1, 1), (2, 2, 2, 2)]:
+        torch.manual_seed(1)
+        target = tiny_resnet(layers=layers).eval()
+        target, report = initialize(target, fm, depth="select", return_report=True)
+        with torch.no_grad():
+            out = target(IMAGES)
+        assert out.shape == (8, 10) and torch.isfinite(out).all()
+        assert report["layer3.0.conv1.weight"] == "template"
+        if layers == (2, 2, 2, 2):  # lossless template at its own size: the source itself
+            with torch.no_grad():
+                torch.testing.assert_close(out, source(IMAGES), atol=1e-4, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------- baselines
+def test_registry_lists_every_method():
+    expected = {
+        "random",
+        "weight_selection",
+        "linear_expansion",
+        "kronecker",
+        "tucker",
+        "tucker_learned",
+        "pretrained",
+    }
+    assert expected <= set(list_initializers())
+    with pytest.raises(ValueError, match=r"unknown initializer 'nope'.*weight_selection"):
+        get_initializer("nope")
+
+
+def test_weight_selection_picks_uniform_indices():
+    assert uniform_indices(8, 4).tolist() == [0, 2, 4, 6]
+    assert uniform_indices(5, 3).tolist() == [0, 2, 4]
+    source = nn.Sequential(nn.Linear(6, 4), nn.Linear(4, 5), nn.Linear(5, 2))
+    with torch.no_grad():
+        source[0].weight.copy_(torch.arange(24.0).reshape(4, 6))
+        source[0].bias.copy_(torch.arange(4.0))
+    target = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 5))  # first N layers = same names
+    target, report = get_initializer("weight_selection")(target, source, return_report=True)
+    assert target[0].weight.tolist() == [[0, 2, 4], [12, 14, 16]]
+    assert target[0].bias.tolist() == [0, 2]
+    assert torch.equal(target[1].weight.data, source[1].weight.data[:, [0, 2]])
+    assert report["0.weight"] == "selected" and report["1.bias"] == "copied"
+    with pytest.raises(ValueError, match=r"at least as large"):
+        get_initializer("weight_selection")(nn.Sequential(nn.Linear(8, 2)), source)
+
+
+def test_linear_expansion_recovers_a_and_b():
+    A, B = torch.randn(3, 4), torch.randn(3, 4)
+    layers = expand_linear(A, B, 5)
+    assert torch.allclose(layers[1], A + (2 / 5) * B)
+    fitted_a, fitted_b = fit_linear_expansion(layers)
+    torch.testing.assert_close(fitted_a, A)
+    torch.testing.assert_close(fitted_b, B)
+    # On a ViT whose block parameters are exactly A + (l/L) B: the target gets A + (l/L') B.
+    source = vit(4, 64)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for rel, p in source.blocks[0].named_parameters():
+            a, b = torch.randn(p.shape, generator=g), torch.randn(p.shape, generator=g)
+            for layer, block in enumerate(source.blocks, start=1):
+                block.get_parameter(rel).copy_(a + (layer / 4) * b)
+    target = get_initializer("linear_expansion")(vit(6, 64), source)
+    a, b = fit_linear_expansion(torch.stack([blk.attn.proj.weight.detach() for blk in source.blocks]))
+    for layer, block in enumerate(target.blocks, start=1):
+        torch.testing.assert_close(block.attn.proj.weight.data, a + (layer / 6) * b)
+
+
+def test_template_baselines_and_pretrained(template, tucker_fm):
+    batch = (IMAGES, torch.arange(8) % 10)
+    kron = factorize(vit(2, 128), ranks=(16, 8, 8), method="kronecker")
+    learn = {"data": [batch], "steps": 2, "progress": False}
+    out = get_initializer("kronecker")(vit(3, 64), kron, learn=learn)
+    assert torch.isfinite(out(IMAGES)).all()
+    assert torch.isfinite(get_initializer("tucker")(vit(3, 64), template, depth="select")(IMAGES)).all()
+    assert torch.isfinite(get_initializer("tucker_learned")(vit(2, 64), template, learn=learn)(IMAGES)).all()
+    dense = tucker_fm.materialize()
+    copied = get_initializer("pretrained")(vit(6, 192, seed=5), dense)
+    assert all(torch.equal(copied.state_dict()[k], v) for k, v in dense.state_dict().items())
+    a = get_initializer("random")(vit(2, 64), None, seed=4)
+    b = get_initializer("random")(vit(2, 64, seed=9), None, seed=4)
+    assert torch.equal(a.blocks[0].attn.qkv.weight, b.blocks[0].attn.qkv.weight)
+    report = get_initializer("random")(vit(2, 64), None, return_report=True)[1]
+    assert isinstance(report, InitReport) and set(report.counts()) == {"target-init"}
+    assert "target-init" in str(report)
+
+
+# ----------------------------------------------------------------------------------- errors
+def test_errors(template, tucker_fm):
+    with pytest.raises(ValueError, match=r"family 'vit'.*'resnet'"):
+        initialize(tiny_resnet(), template)
+    with pytest.raises(ValueError, match=r"would split.*head_dim 64"):
+        initialize(tiny_vit(depth=2, embed_dim=64, num_heads=2), template)
+    with pytest.raises(ValueError, match=r"mlp ratio.*mlp_ratio=4"):
+        initialize(vit(2, 64, mlp_ratio=2.0), template)
+    kron = factorize(tiny_vit(depth=2, embed_dim=96, num_heads=6), ranks=(4, 32, 32), method="kronecker")
+    with pytest.raises(ValueError, match=r"multiple of 32, e.g. \[32, 64"):
+        initialize(tiny_vit(depth=2, embed_dim=48, num_heads=3), kron)
+    with pytest.raises(ValueError, match=r"interpolate.*not defined for Kronecker"):
+        initialize(tiny_vit(depth=2, embed_dim=64, num_heads=4), kron, width="interpolate")
+    with pytest.raises(
+        ValueError, match=r"depth must be one of \['select', 'interpolate', 'learn'\], found 'deep'"
+    ):
+        initialize(vit(2, 64), template, depth="deep")
+    with pytest.raises(ValueError, match=r"width must be one of"):
+        initialize(vit(2, 64), template, width=3)
+    with pytest.raises(ValueError, match=r"'learn' rule needs learn="):
+        initialize(vit(2, 64), template, depth="learn")
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['step'\]"):
+        initialize(vit(2, 64), template, learn={"data": [], "step": 3})
+    with pytest.raises(ValueError, match=r"exactly one budget"):
+        LearnConfig(data=[], steps=2, epochs=0.5)
+    with pytest.raises(ValueError, match=r"learn.steps must be a positive int, found 0"):
+        LearnConfig(data=[], steps=0)
+    with pytest.raises(ValueError, match=r"template must be"):
+        initialize(vit(2, 64), 42)
+    with pytest.raises(ValueError, match=r"tucker_learned.*needs learn"):
+        get_initializer("tucker_learned")(vit(2, 64), template)
+    with pytest.raises(ValueError, match=r"needs a kronecker template"):
+        get_initializer("kronecker")(vit(2, 64), template)
+    with pytest.raises(ValueError, match=r"target's size"):
+        get_initializer("pretrained")(vit(2, 64), tucker_fm)
+    # A ResNet of other proportions (the simple stem is 64 wide whatever the stages are) ...
+    resnet = factorize(perturb(tiny_resnet(layers=(2, 2, 2, 2))), ranks="full", share=False)
+    narrow = ResNet(BasicBlock, layers=(2, 2, 2, 2), channels=(8, 16, 32, 64), num_classes=10)
+    with pytest.raises(ValueError, match=r"does not match template group 'layer1"):
+        initialize(narrow, resnet)
+
+    # ... and of the same proportions at half the width: a stage's first block has another unit width.
+    def deep_stem(channels, stem):
+        return ResNet(BasicBlock, (2, 2, 2, 2), channels=channels, stem_width=stem, stem_type="deep")
+
+    resnet = factorize(deep_stem((16, 32, 64, 128), 8), ranks="full", share=False)
+    with pytest.raises(ValueError, match=r"different unit widths.*at any depth"):
+        initialize(deep_stem((8, 16, 32, 64), 4), resnet)

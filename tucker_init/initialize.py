@@ -1,0 +1,882 @@
+"""initialize(): start a model of another depth and width from a weight template (DESIGN.md 1.4).
+
+Given a template (core ``G`` frozen) made on a source model with groups of depth L and unit width d,
+and a target whose matching groups have depth L' and width d', new scalers are derived per group:
+
+- depth, ``X (L*S, r1) -> X' (L'*S, r1)`` (Kronecker: ``S (L*S, k, p, q)`` along L):
+  ``select`` takes evenly spaced source layers ``round(linspace(0, L-1, L'))``; ``interpolate``
+  interpolates linearly over normalized depth, target layer ``l`` sits at source position
+  ``l * (L-1) / (L'-1)``; ``learn`` starts from ``interpolate`` and trains.
+- width, ``U (d, r2) -> U' (d', r2)`` and ``V`` alike (Kronecker: the ``p = d/a`` and ``q = d/b``
+  axes of S): ``slice`` keeps the first d' rows; for d' > d it keeps all d rows and appends
+  ``d' - d`` random rows drawn with each column's standard deviation (Kronecker: S's standard
+  deviation), so the new channels have weights of the usual magnitude; ``interpolate`` resamples
+  the rows linearly (Tucker only); ``learn`` starts from ``slice`` and trains.
+
+The dense remainder of the source (stem, embeddings, norms, biases, head, block-level vectors) is
+mapped with the *same* rules, so the residual stream stays aligned with the templated weights:
+a block-level tensor follows the depth map of its group, and each channel axis of size ``a*d``
+follows the group's width map applied to each of its ``a`` chunks of d (e.g. the 4 chunks of
+a ViT's MLP hidden layer, the 3 of ``qkv.bias``). Channels that the width map creates (d' > d
+with ``slice``) keep the target's own initialization.
+
+``learn`` optimizes only the new scalers (template and remainder frozen) with Adam on a small
+loader, then the dense weights are written into the target: it stays an ordinary model of its
+own class with plain parameters.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from backbones import BackboneAdapter, get_adapter
+
+from .factorized import FactorizedModel, TemplateConfig, reconstruct_group, template_keys
+from .io import WeightTemplate, load_template
+from .layout import GroupLayout, ModelLayout, build_layout
+from .validation import check_choice
+
+__all__ = [
+    "DEPTH_RULES",
+    "SOURCES",
+    "WIDTH_RULES",
+    "AxisMap",
+    "GroupMatch",
+    "InitReport",
+    "LearnConfig",
+    "as_template",
+    "depth_map",
+    "initialize",
+    "match_groups",
+    "width_map",
+]
+
+DEPTH_RULES = ("select", "interpolate", "learn")
+WIDTH_RULES = ("slice", "interpolate", "learn")
+LOSS_INPUTS = ("output", "model")
+SOURCES = ("template", "copied", "selected", "interpolated", "target-init")
+"""What :class:`InitReport` says about a target tensor: rebuilt from the ``template``; ``copied``
+unchanged from the source's tensor of the same name; ``selected`` from source entries picked by
+the depth / width rule (new channels at the target's init); ``interpolated`` from a linear mix
+of source entries; ``target-init`` left at the target's own initialization."""
+
+
+# ------------------------------------------------------------------------------------ axis maps
+@dataclass(frozen=True)
+class AxisMap:
+    """A linear map along one axis: ``out[j] = (1 - t[j]) * src[lo[j]] + t[j] * src[hi[j]]``.
+
+    Rows with ``fresh[j]`` have no source (a width larger than the source's under ``slice``);
+    their value is supplied by the caller (random scaler rows, or the target's own init).
+
+    Attributes:
+        lo, hi: ``(n_out,)`` int64 source indices. t: ``(n_out,)`` float64 weights in [0, 1).
+        fresh: ``(n_out,)`` bool. n_in: size of the source axis.
+    """
+
+    lo: Tensor
+    hi: Tensor
+    t: Tensor
+    fresh: Tensor
+    n_in: int
+
+    @property
+    def n_out(self) -> int:
+        return int(self.lo.numel())
+
+    @property
+    def is_selection(self) -> bool:
+        """True when every output row is one source row (no interpolation)."""
+        return bool((self.t == 0).all())
+
+    @property
+    def is_identity(self) -> bool:
+        return (
+            self.n_in == self.n_out
+            and self.is_selection
+            and not bool(self.fresh.any())
+            and bool((self.lo == torch.arange(self.n_in)).all())
+        )
+
+    def apply(self, x: Tensor, dim: int = 0) -> Tensor:
+        """Map axis ``dim`` of ``x`` (size n_in) to size n_out; fresh rows come out as the first
+        source row and must be overwritten by the caller."""
+        if x.shape[dim] != self.n_in:
+            raise ValueError(
+                f"axis {dim} of a {tuple(x.shape)} tensor has size {x.shape[dim]}, map expects {self.n_in}"
+            )
+        lo = x.index_select(dim, self.lo.to(x.device))
+        if self.is_selection:
+            return lo  # exact: no arithmetic on selected values
+        hi = x.index_select(dim, self.hi.to(x.device))
+        shape = [1] * x.ndim
+        shape[dim] = -1
+        t = self.t.to(device=x.device, dtype=x.dtype).view(shape)
+        return lo * (1 - t) + hi * t
+
+    def tile(self, chunks: int) -> AxisMap:
+        """The same map applied to each of ``chunks`` consecutive blocks of n_in (e.g. the q, k, v
+        parts of a qkv axis): ``(chunks*n_in) -> (chunks*n_out)``."""
+        if chunks == 1:
+            return self
+        offsets = (torch.arange(chunks) * self.n_in).repeat_interleave(self.n_out)
+        return AxisMap(
+            lo=self.lo.repeat(chunks) + offsets,
+            hi=self.hi.repeat(chunks) + offsets,
+            t=self.t.repeat(chunks),
+            fresh=self.fresh.repeat(chunks),
+            n_in=self.n_in * chunks,
+        )
+
+
+def _interpolation(n_in: int, n_out: int) -> AxisMap:
+    # Output j sits at source position j*(n_in-1)/(n_out-1); integer arithmetic keeps positions
+    # that land on a source row exact (so n_out == n_in is the identity, bit for bit).
+    j = torch.arange(n_out, dtype=torch.int64)
+    if n_out == 1 or n_in == 1:
+        lo = torch.zeros(n_out, dtype=torch.int64)
+        t = torch.zeros(n_out, dtype=torch.float64)
+    else:
+        num = j * (n_in - 1)
+        lo = num // (n_out - 1)
+        t = (num % (n_out - 1)).double() / (n_out - 1)
+    hi = torch.clamp(lo + 1, max=n_in - 1)
+    return AxisMap(lo, hi, t, torch.zeros(n_out, dtype=torch.bool), n_in)
+
+
+def _evenly_spaced(n_in: int, n_out: int) -> Tensor:
+    """``round(linspace(0, n_in-1, n_out))`` as int64 ``(n_out,)``."""
+    return torch.linspace(0, n_in - 1, n_out, dtype=torch.float64).round().long()
+
+
+def depth_map(n_in: int, n_out: int, rule: str) -> AxisMap:
+    """Map of L source layers to L' target layers under ``rule`` (``learn`` starts from interpolate)."""
+    check_choice("depth", rule, DEPTH_RULES)
+    if rule == "select":
+        lo = _evenly_spaced(n_in, n_out)
+        return AxisMap(lo, lo, torch.zeros(n_out, dtype=torch.float64), torch.zeros(n_out, dtype=torch.bool), n_in)
+    return _interpolation(n_in, n_out)
+
+
+def width_map(n_in: int, n_out: int, rule: str) -> AxisMap:
+    """Map of d source channels to d' target channels under ``rule`` (``learn`` starts from slice).
+
+    ``slice`` keeps the first ``min(d, d')`` channels; for d' > d the remaining rows are fresh.
+    """
+    check_choice("width", rule, WIDTH_RULES)
+    if rule == "interpolate":
+        return _interpolation(n_in, n_out)
+    j = torch.arange(n_out, dtype=torch.int64)
+    fresh = j >= n_in
+    lo = torch.where(fresh, torch.zeros_like(j), j)
+    return AxisMap(lo, lo, torch.zeros(n_out, dtype=torch.float64), fresh, n_in)
+
+
+# ------------------------------------------------------------------------------------- report
+@dataclass
+class InitReport:
+    """Where each tensor of the target's state dict came from.
+
+    Attributes:
+        method: the initializer's name.
+        entries: state-dict key -> one of :data:`SOURCES`.
+        shapes: state-dict key -> the target tensor's shape.
+        losses: the training loss per step when scalers were learned, else empty.
+        notes: free-form remarks (rules used, budget).
+    """
+
+    method: str
+    entries: dict[str, str] = field(default_factory=dict)
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    losses: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def __getitem__(self, name: str) -> str:
+        return self.entries[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.entries
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.entries)
+
+    def items(self) -> Iterable[tuple[str, str]]:
+        return self.entries.items()
+
+    def set(self, name: str, source: str, shape: Iterable[int]) -> None:
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {list(SOURCES)}, found {source!r}")
+        self.entries[name] = source
+        self.shapes[name] = tuple(shape)
+
+    def counts(self) -> dict[str, int]:
+        """How many tensors came from each source."""
+        out = dict.fromkeys(SOURCES, 0)
+        for source in self.entries.values():
+            out[source] += 1
+        return {k: v for k, v in out.items() if v}
+
+    def names(self, source: str) -> list[str]:
+        """The tensors that came from ``source``."""
+        return [k for k, v in self.entries.items() if v == source]
+
+    def table(self) -> str:
+        """A plain-text table: parameter, shape, source; then the counts."""
+        rows = [(k, "x".join(map(str, self.shapes.get(k, ()))) or "-", v) for k, v in self.entries.items()]
+        w0 = max([len("parameter")] + [len(r[0]) for r in rows])
+        w1 = max([len("shape")] + [len(r[1]) for r in rows])
+        lines = [f"InitReport ({self.method})", f"{'parameter':<{w0}}  {'shape':<{w1}}  source"]
+        lines.append("-" * (w0 + w1 + 16))
+        lines += [f"{a:<{w0}}  {b:<{w1}}  {c}" for a, b, c in rows]
+        lines.append("counts: " + ", ".join(f"{k}={v}" for k, v in self.counts().items()))
+        if self.losses:
+            lines.append(
+                f"learned scalers: {len(self.losses)} steps, loss {self.losses[0]:.4g} -> {self.losses[-1]:.4g}"
+            )
+        lines += self.notes
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+# ------------------------------------------------------------------------------------- learn
+@dataclass
+class LearnConfig:
+    """Budget and data for learning new scalers (template and remainder frozen).
+
+    Attributes:
+        data: iterable of batches ``(x float (B, 3, H, W), y int64 (B,))``, re-iterated when
+            exhausted; needs ``__len__`` (batches per epoch) when ``epochs`` is used.
+        steps: number of optimizer steps; or
+        epochs: a budget in (fractions of) epochs, ``steps = max(1, round(epochs * len(data)))``.
+            Give exactly one of ``steps`` / ``epochs``.
+        lr: Adam learning rate for the scalers.
+        loss: ``loss(output, batch) -> scalar`` (``loss_on="output"``, output = ``model(x)``) or
+            ``loss(model, batch) -> scalar`` (``loss_on="model"``; ``model`` is the
+            :class:`~tucker_init.FactorizedModel`, callable like the target and with ``.call``).
+            Default: cross-entropy of the target's logits against ``y``.
+        loss_on: ``"output"`` or ``"model"``, see ``loss``.
+        progress: show a tqdm progress bar.
+        device: where to train; default the target's device.
+    """
+
+    data: Iterable[Any]
+    steps: int | None = None
+    epochs: float | None = None
+    lr: float = 1e-3
+    loss: Callable[..., Tensor] | None = None
+    loss_on: str = "output"
+    progress: bool = True
+    device: str | torch.device | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data, Iterable):
+            raise ValueError(f"learn.data must be an iterable of (x, y) batches, found {type(self.data).__name__}")
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError(
+                f"learn needs exactly one budget: steps (int > 0) or epochs (float > 0), "
+                f"found steps={self.steps!r}, epochs={self.epochs!r}"
+            )
+        if self.steps is not None and (
+            isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1
+        ):
+            raise ValueError(f"learn.steps must be a positive int, found {self.steps!r}")
+        if self.epochs is not None:
+            if isinstance(self.epochs, bool) or not isinstance(self.epochs, int | float) or not self.epochs > 0:
+                raise ValueError(f"learn.epochs must be a positive number, found {self.epochs!r}")
+            if not hasattr(self.data, "__len__"):
+                raise ValueError(
+                    "learn.epochs needs len(learn.data) (batches per epoch); "
+                    f"{type(self.data).__name__} has no __len__: pass steps instead"
+                )
+            if len(self.data) < 1:  # type: ignore[arg-type]
+                raise ValueError("learn.data must hold at least one batch, found len(data) == 0")
+        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"learn.lr must be a positive finite number, found {self.lr!r}")
+        if self.loss is not None and not callable(self.loss):
+            raise ValueError(f"learn.loss must be callable or None, found {type(self.loss).__name__}")
+        check_choice("learn.loss_on", self.loss_on, LOSS_INPUTS)
+        if self.loss_on == "model" and self.loss is None:
+            raise ValueError("learn.loss_on='model' needs learn.loss(model, batch) -> scalar, found loss=None")
+
+    @property
+    def num_steps(self) -> int:
+        if self.steps is not None:
+            return self.steps
+        return max(1, round(self.epochs * len(self.data)))  # type: ignore[arg-type, operator]
+
+    @classmethod
+    def coerce(cls, value: LearnConfig | Mapping[str, Any] | None) -> LearnConfig | None:
+        """Accept a LearnConfig, a dict of its fields, or None."""
+        if value is None or isinstance(value, LearnConfig):
+            return value
+        if isinstance(value, Mapping):
+            known = [f.name for f in fields(cls)]
+            unknown = sorted(set(value) - set(known))
+            if unknown:
+                raise ValueError(f"learn has unknown key(s) {unknown}; expected keys from {known}")
+            if "data" not in value:
+                raise ValueError("learn must give 'data': an iterable of (x, y) batches")
+            return cls(**value)
+        raise ValueError(f"learn must be a LearnConfig, a dict or None, found {type(value).__name__}")
+
+
+# ---------------------------------------------------------------------------------- matching
+_GROUP_NAME = re.compile(r"^(?P<seq>.*)\[(?P<start>\d+):(?P<stop>\d+)\]$")
+
+
+def _sequence(group: GroupLayout) -> str:
+    m = _GROUP_NAME.match(group.name)
+    return m.group("seq") if m else group.name
+
+
+def _slot_structure(group: GroupLayout) -> list[tuple[str, tuple[int, ...]]]:
+    """Per slot: name and ``(a, b, kh, kw)``, the size-free structure of the block."""
+    return [(s.name, (*s.blocks(group.width), *s.shape[2:])) for s in group.slots]
+
+
+@dataclass(frozen=True)
+class GroupMatch:
+    """Template group ``source`` serves target group ``target``; ``depth`` maps L -> L' blocks,
+    ``width`` maps d -> d' channels."""
+
+    source: int
+    target: int
+    depth: AxisMap
+    width: AxisMap
+
+
+def match_groups(source: ModelLayout, target: ModelLayout) -> list[tuple[int, int]]:
+    """Pair template groups with target groups by block-sequence name and position.
+
+    The k-th group of a target sequence (e.g. ``layer2``: its first block, then the rest) is
+    served by the k-th group of the template's sequence of the same name; their blocks must
+    have the same templated weights in the same proportions.
+
+    Returns:
+        ``[(source_index, target_index), ...]`` for every target group.
+
+    Raises:
+        ValueError: families differ, a sequence or group has no counterpart, or blocks differ.
+    """
+    if source.family != target.family:
+        raise ValueError(
+            f"the template is for backbone family {source.family!r}, the target is {target.family!r}; "
+            f"initialize a {source.family!r} model or use a template made on a {target.family!r} model"
+        )
+    by_seq: dict[str, list[int]] = {}
+    for i, g in enumerate(source.groups):
+        by_seq.setdefault(_sequence(g), []).append(i)
+    position: dict[str, int] = {}
+    pairs = []
+    for j, g in enumerate(target.groups):
+        seq = _sequence(g)
+        if seq not in by_seq:
+            raise ValueError(
+                f"target block sequence {seq!r} has no counterpart in the template, whose sequences are {list(by_seq)}"
+            )
+        k = position.get(seq, 0)
+        position[seq] = k + 1
+        if k >= len(by_seq[seq]):
+            names = [source.groups[i].name for i in by_seq[seq]]
+            raise ValueError(
+                f"target sequence {seq!r} has more groups of distinct blocks than the template's {names}; "
+                f"target group {g.name!r} cannot be matched"
+            )
+        i = by_seq[seq][k]
+        src_structure, tgt_structure = _slot_structure(source.groups[i]), _slot_structure(g)
+        if src_structure != tgt_structure:
+            raise ValueError(
+                f"target group {g.name!r} does not match template group {source.groups[i].name!r}: "
+                f"templated weights as (name, (a, b, kh, kw)) in units of the width d are "
+                f"{tgt_structure} in the target and {src_structure} in the template; the target's blocks "
+                "must have the template's layers in the same proportions (e.g. the same mlp ratio)"
+            )
+        pairs.append((i, j))
+    return pairs
+
+
+# --------------------------------------------------------------------------------- templates
+def as_template(template: WeightTemplate | FactorizedModel | str | os.PathLike) -> WeightTemplate:
+    """A :class:`WeightTemplate` from a template, a factorized model or a template file."""
+    if isinstance(template, WeightTemplate):
+        return template
+    if isinstance(template, FactorizedModel):
+        return WeightTemplate.from_model(template)
+    if isinstance(template, str | os.PathLike):
+        loaded = load_template(template)
+        if not isinstance(loaded, WeightTemplate):  # load_template without a model returns one
+            raise ValueError(f"{str(template)!r} did not load as a WeightTemplate")
+        return loaded
+    raise ValueError(
+        "template must be a WeightTemplate, a FactorizedModel or the path of a template file, "
+        f"found {type(template).__name__}"
+    )
+
+
+def _resolve_adapter(
+    target: nn.Module, template: WeightTemplate, adapter: BackboneAdapter | str | None
+) -> BackboneAdapter:
+    if adapter is None and template.family == "generic":
+        raise ValueError(
+            "the template was made with a GenericAdapter: pass the target's adapter, "
+            "initialize(..., adapter=GenericAdapter(block_containers=[...]))"
+        )
+    found = get_adapter(target, adapter)
+    if found.family != template.family:
+        raise ValueError(
+            f"the template is for backbone family {template.family!r}, the target "
+            f"{type(target).__name__} is {found.family!r}; initialize a {template.family!r} model or use "
+            f"a template made on a {found.family!r} model"
+        )
+    return found
+
+
+def _check_vit(template: WeightTemplate, target: nn.Module, adapter: BackboneAdapter) -> None:
+    """ViT-specific size checks with messages that name the sizes that work."""
+    facts = template.backbone
+    if "head_dim" not in facts:
+        return
+    described = adapter.describe(target)
+    head_dim = int(facts["head_dim"])
+    tgt_head = adapter.width_multiple(target)
+    if tgt_head != head_dim:
+        width = described.get("embed_dim", "?")
+        raise ValueError(
+            f"the target's heads (head_dim {tgt_head}, embed_dim {width}) would split the template's "
+            f"heads of head_dim {head_dim}: use num_heads = embed_dim / {head_dim}, i.e. widths "
+            f"{[head_dim * h for h in range(1, 7)]}..."
+        )
+    if "mlp_hidden" in facts and "mlp_hidden" in described:
+        src_ratio = facts["mlp_hidden"] / facts["embed_dim"]
+        tgt_ratio = described["mlp_hidden"] / described["embed_dim"]
+        if src_ratio != tgt_ratio:
+            raise ValueError(
+                f"different mlp ratio: the template's is {src_ratio:g}, the target's {tgt_ratio:g}; "
+                f"create the target with mlp_ratio={src_ratio:g} (mlp hidden size "
+                f"{int(src_ratio * described['embed_dim'])} for embed_dim {described['embed_dim']})"
+            )
+
+
+def _plan(
+    template: WeightTemplate, source: ModelLayout, target: ModelLayout, depth: str, width: str
+) -> list[GroupMatch]:
+    pairs = match_groups(source, target)
+    config = template.config
+    matches = []
+    for i, j in pairs:
+        g, h = source.groups[i], target.groups[j]
+        d, d_new = g.width, h.width
+        if config.method == "kronecker":
+            _, a, b = config.ranks[i]
+            if d_new % a or d_new % b:
+                step = math.lcm(a, b)
+                raise ValueError(
+                    f"width {d_new} of target group {h.name!r} cannot be reached with Kronecker templates "
+                    f"of size {a}x{b}: it must be a multiple of {step}, e.g. "
+                    f"{[step * k for k in range(1, 9)]}"
+                )
+            if width == "interpolate" and d_new != d:
+                raise ValueError(
+                    "width='interpolate' is not defined for Kronecker templates (it would mix channels "
+                    f"across template blocks); use width='slice' or 'learn', found width={width!r}"
+                )
+        matches.append(GroupMatch(i, j, depth_map(g.depth, h.depth, depth), width_map(d, d_new, width)))
+
+    if any(source.groups[m.source].width != target.groups[m.target].width for m in matches):
+        # Channel maps of groups in one sequence must agree on the shared (residual) channels;
+        # with different unit widths (ResNet: a stage's first block has d = its input width) the
+        # per-chunk maps of one group and the prefix map of the other disagree.
+        for seq in {_sequence(g) for g in source.groups}:
+            widths = sorted({g.width for g in source.groups if _sequence(g) == seq})
+            if len(widths) > 1:
+                now = {source.groups[m.source].name: target.groups[m.target].width for m in matches}
+                raise ValueError(
+                    f"the template's sequence {seq!r} has groups of different unit widths {widths}, so a "
+                    "width change cannot keep its channels aligned; this template can initialize targets "
+                    "of its own widths at any depth. Template group widths: "
+                    f"{ {g.name: g.width for g in source.groups} }, target: {now}"
+                )
+    return matches
+
+
+def _random_rows(like: Tensor, rows: int, dim: int, generator: torch.Generator, per_column: bool) -> Tensor:
+    """``rows`` random entries along ``dim`` with ``like``'s scale (per column of a matrix)."""
+    shape = list(like.shape)
+    shape[dim] = rows
+    noise = torch.randn(shape, generator=generator, dtype=torch.float64).to(like.dtype)
+    if per_column:
+        return noise * like.std(dim=dim, keepdim=True, unbiased=False)
+    return noise * like.std(unbiased=False)
+
+
+def _map_width(x: Tensor, dim: int, wmap: AxisMap, generator: torch.Generator, per_column: bool) -> Tensor:
+    out = wmap.apply(x, dim)
+    n_fresh = int(wmap.fresh.sum())
+    if n_fresh:
+        new = _random_rows(x, n_fresh, dim, generator, per_column)
+        index = wmap.fresh.nonzero().flatten().to(x.device)
+        out = out.index_copy(dim, index, new.to(x.device))
+    return out
+
+
+def _new_scalers(
+    template: WeightTemplate,
+    match: GroupMatch,
+    source: GroupLayout,
+    target: GroupLayout,
+    generator: torch.Generator,
+) -> dict[str, Tensor]:
+    """Scalers of the target group: depth map on the layer axis, width map on the channel axes."""
+    scalers = template.scalers[match.source]
+    L, S = source.depth, source.slices_per_block
+    if template.config.method == "tucker":
+        X = scalers["X"].reshape(L, S, -1)
+        X_new = match.depth.apply(X, 0).reshape(target.depth * S, -1)
+        U = _map_width(scalers["U"], 0, match.width, generator, per_column=True)
+        V = _map_width(scalers["V"], 0, match.width, generator, per_column=True)
+        return {"X": X_new.contiguous(), "U": U.contiguous(), "V": V.contiguous()}
+    _, a, b = template.config.ranks[match.source]
+    coefficients = scalers["S"]
+    k, p, q = coefficients.shape[1:]
+    C = match.depth.apply(coefficients.reshape(L, S, k, p, q), 0)
+    rule = "slice"  # the only Kronecker width rule (learn starts from it), checked in _plan
+    C = _map_width(C, 3, width_map(p, target.width // a, rule), generator, per_column=False)
+    C = _map_width(C, 4, width_map(q, target.width // b, rule), generator, per_column=False)
+    return {"S": C.reshape(target.depth * S, k, target.width // a, target.width // b).contiguous()}
+
+
+def _target_template(
+    template: WeightTemplate, config: TemplateConfig, target: ModelLayout, matches: list[GroupMatch]
+) -> dict[str, Tensor]:
+    """Template tensors keyed as the target's FactorizedModel expects (per-group cores follow
+    their matched template group)."""
+    source_keys = template_keys(template.layout, template.config)
+    target_keys = template_keys(target, config)
+    out: dict[str, Tensor] = {}
+    for m in matches:
+        for src_key, tgt_key in zip(source_keys[m.source], target_keys[m.target], strict=True):
+            out[tgt_key] = template.template[src_key]
+    return out
+
+
+# --------------------------------------------------------------------------------- remainder
+def _axis_maps_for(
+    src_shape: tuple[int, ...], tgt_shape: tuple[int, ...], candidates: list[tuple[int, int, AxisMap]]
+) -> list[AxisMap | None] | None:
+    """Per axis: ``None`` (same size, identity) or the width map of a ``(d, d', map)`` candidate
+    whose chunk count fits; the whole tensor is ``None`` when some axis cannot be mapped."""
+    if len(src_shape) != len(tgt_shape):
+        return None
+    maps: list[AxisMap | None] = []
+    for n, n_new in zip(src_shape, tgt_shape, strict=True):
+        if n == n_new:
+            maps.append(None)
+            continue
+        fits = [(n // d, wmap) for d, d_new, wmap in candidates if n % d == 0 and n_new == (n // d) * d_new]
+        if not fits:
+            return None
+        fits.sort(key=lambda c: c[0])  # prefer a = 1: a residual-stream axis, not an inner chunked one
+        maps.append(fits[0][1].tile(fits[0][0]))
+    return maps
+
+
+def _map_tensor(value: Tensor, maps: list[AxisMap | None], current: Tensor) -> tuple[Tensor, bool, bool]:
+    """Apply per-axis maps; fresh channels take ``current`` (the target's init).
+
+    Returns:
+        ``(mapped, interpolated, changed)``: whether any axis interpolated / was not the identity.
+    """
+    fresh = torch.zeros(current.shape, dtype=torch.bool)
+    interpolated = changed = False
+    for dim, amap in enumerate(maps):
+        if amap is None:
+            continue
+        value = amap.apply(value, dim)
+        interpolated |= not amap.is_selection
+        changed |= not amap.is_identity
+        if amap.fresh.any():
+            shape = [1] * current.ndim
+            shape[dim] = -1
+            fresh = fresh | amap.fresh.view(shape)
+    value = value.to(device=current.device, dtype=current.dtype)
+    if fresh.any():
+        value = torch.where(fresh.to(current.device), current, value)
+    return value, interpolated, changed
+
+
+def _target_state(target: nn.Module) -> dict[str, Tensor]:
+    """Parameters and floating-point buffers, by state-dict key."""
+    state = dict(target.named_parameters())
+    state.update({k: v for k, v in target.named_buffers() if v.is_floating_point()})
+    return state
+
+
+def _map_remainder(
+    template: WeightTemplate,
+    target: nn.Module,
+    target_layout: ModelLayout,
+    matches: list[GroupMatch],
+    report: InitReport,
+) -> dict[str, Tensor]:
+    source_state = {**template.remainder, **template.buffers}
+    templated = target_layout.templated_names()
+    block_of: dict[str, tuple[GroupMatch, int]] = {}
+    for m in matches:
+        for l_new, block in enumerate(target_layout.groups[m.target].block_names):
+            block_of[block] = (m, l_new)
+    candidates = [
+        (template.layout.groups[m.source].width, target_layout.groups[m.target].width, m.width) for m in matches
+    ]
+    out: dict[str, Tensor] = {}
+    for name, current in _target_state(target).items():
+        if name in templated:
+            continue
+        module_path = name.rpartition(".")[0]
+        block, located = module_path, None
+        while block:  # longest block path that is a prefix of the name
+            if block in block_of:
+                located = block_of[block]
+                break
+            block = block.rpartition(".")[0]
+        if located is None:
+            src = source_state.get(name)
+            maps = None if src is None else _axis_maps_for(tuple(src.shape), tuple(current.shape), candidates)
+            if maps is None:
+                report.set(name, "target-init", current.shape)
+                continue
+            value, interp, changed = _map_tensor(src, maps, current)
+            out[name] = value
+            report.set(name, "interpolated" if interp else ("selected" if changed else "copied"), current.shape)
+            continue
+
+        # A block-level tensor: depth map over the matched template group's blocks, then the
+        # group's own width map (tiled over each axis's chunks of d).
+        m, l_new = located
+        rel = name[len(block) + 1 :]
+        src_blocks = template.layout.groups[m.source].block_names
+        lo, hi, t = int(m.depth.lo[l_new]), int(m.depth.hi[l_new]), float(m.depth.t[l_new])
+        a_name, b_name = f"{src_blocks[lo]}.{rel}", f"{src_blocks[hi]}.{rel}"
+        if a_name not in source_state or (t and b_name not in source_state):
+            report.set(name, "target-init", current.shape)
+            continue
+        src = source_state[a_name]
+        if t:
+            other = source_state[b_name]
+            if other.shape != src.shape:
+                report.set(name, "target-init", current.shape)
+                continue
+            src = src * (1 - t) + other * t
+        g_src, g_tgt = template.layout.groups[m.source], target_layout.groups[m.target]
+        maps = _axis_maps_for(tuple(src.shape), tuple(current.shape), [(g_src.width, g_tgt.width, m.width)])
+        if maps is None:
+            report.set(name, "target-init", current.shape)
+            continue
+        value, interp, changed = _map_tensor(src, maps, current)
+        out[name] = value
+        if t or interp:
+            source = "interpolated"
+        elif changed or a_name != name:
+            source = "selected"
+        else:
+            source = "copied"
+        report.set(name, source, current.shape)
+    return out
+
+
+# -------------------------------------------------------------------------------------- learn
+def _cycle(data: Iterable[Any]) -> Iterator[Any]:
+    while True:
+        empty = True
+        for batch in data:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("learn.data yielded no batches")
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, Tensor):
+        return batch.to(device)
+    if isinstance(batch, tuple | list):
+        return type(batch)(_to_device(b, device) for b in batch)
+    if isinstance(batch, Mapping):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _learn(fm: FactorizedModel, learn: LearnConfig, trainable: set[str], device: torch.device) -> list[float]:
+    """Adam on the chosen scalers; returns the loss per step."""
+    from tqdm.auto import tqdm
+
+    fm.to(device)
+    for p in fm.parameters():
+        p.requires_grad_(False)
+    params = []
+    for group in fm.scalers.values():
+        for key, p in group.items():
+            if key in trainable:
+                p.requires_grad_(True)
+                params.append(p)
+    optimizer = torch.optim.Adam(params, lr=learn.lr)
+    steps = learn.num_steps
+    losses: list[float] = []
+    batches = _cycle(learn.data)
+    fm.train()
+    bar = tqdm(range(steps), desc="learn scalers", disable=not learn.progress, leave=False)
+    for step in bar:
+        batch = _to_device(next(batches), device)
+        if learn.loss_on == "model":
+            loss = learn.loss(fm, batch)  # type: ignore[misc]
+        else:
+            if not (isinstance(batch, tuple | list) and len(batch) >= 2):
+                raise ValueError(
+                    f"learn.data must yield (x, y) batches for the default loss, found {type(batch).__name__}"
+                )
+            output = fm(batch[0])
+            loss = learn.loss(output, batch) if learn.loss is not None else F.cross_entropy(output, batch[1])
+        if not isinstance(loss, Tensor) or loss.numel() != 1:
+            raise ValueError(f"learn.loss must return a scalar tensor, found {type(loss).__name__}")
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the loss became {loss.item()} at step {step}; lower learn.lr (now {learn.lr})")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    bar.close()
+    return losses
+
+
+# ---------------------------------------------------------------------------------- initialize
+def initialize(
+    target_model: nn.Module,
+    template: WeightTemplate | FactorizedModel | str | os.PathLike,
+    depth: str = "interpolate",
+    width: str = "slice",
+    learn: LearnConfig | Mapping[str, Any] | None = None,
+    *,
+    return_report: bool = False,
+    adapter: BackboneAdapter | str | None = None,
+    seed: int = 0,
+) -> nn.Module | tuple[nn.Module, InitReport]:
+    """Initialize ``target_model`` (any depth and width) from a weight template, in place.
+
+    Args:
+        target_model: a freshly built model of the template's family (e.g. a timm ViT of another
+            depth / width); its parameters are overwritten in place.
+        template: a :class:`~tucker_init.WeightTemplate`, a :class:`~tucker_init.FactorizedModel`
+            or the path of a template file.
+        depth: ``"select"`` | ``"interpolate"`` | ``"learn"``: how the depth scaler ``X (L*S, r1)``
+            becomes ``X' (L'*S, r1)``; block-level remainder tensors follow the same map.
+        width: ``"slice"`` | ``"interpolate"`` | ``"learn"``: how ``U, V (d, r)`` become
+            ``(d', r)``; remainder channel axes follow the same map. Kronecker: ``slice`` / ``learn``.
+        learn: a :class:`LearnConfig` (or dict of its fields) to train new scalers before writing
+            the weights. Trained are the scalers whose rule is ``"learn"`` (X for depth, U and V
+            for width; Kronecker S for either), or all of them when neither rule is ``"learn"``.
+        return_report: also return an :class:`InitReport`.
+        adapter: the target's backbone adapter (required for templates of the generic family).
+        seed: seeds the random rows of a width larger than the template's.
+
+    Returns:
+        ``target_model`` (and the report when ``return_report``).
+
+    Raises:
+        ValueError: bad option values; a target of another family; a width the rule cannot reach
+            (e.g. not a multiple of a Kronecker template's size); heads that would be split; blocks
+            with other proportions (mlp ratio); a block structure that cannot be matched.
+
+    Example::
+
+        fm = factorize(vit_small, ranks=(64, 256, 256))
+        tiny = timm.create_model("vit_tiny_patch16_224", num_classes=10)
+        initialize(tiny, fm, depth="interpolate", width="slice")
+    """
+    if not isinstance(target_model, nn.Module):
+        raise ValueError(f"target_model must be a torch.nn.Module, found {type(target_model).__name__}")
+    check_choice("depth", depth, DEPTH_RULES)
+    check_choice("width", width, WIDTH_RULES)
+    learn = LearnConfig.coerce(learn)
+    if learn is None and "learn" in (depth, width):
+        raise ValueError(
+            f"depth={depth!r}, width={width!r}: the 'learn' rule needs "
+            "learn=LearnConfig(data=..., steps=... or epochs=...); found learn=None"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, found {type(seed).__name__} {seed!r}")
+    wt = as_template(template)
+    found = _resolve_adapter(target_model, wt, adapter)
+    if wt.family == "vit":
+        _check_vit(wt, target_model, found)
+    target_layout = build_layout(target_model, found)
+    matches = _plan(wt, wt.layout, target_layout, depth, width)
+
+    state = _target_state(target_model)
+    # Scalers and template in the target's dtype, so a learned run can call the backbone directly.
+    dtype = next((v.dtype for v in state.values() if v.is_floating_point()), torch.float32)
+    generator = torch.Generator().manual_seed(seed)
+    scalers = [
+        {
+            k: v.to(dtype)
+            for k, v in _new_scalers(
+                wt, m, wt.layout.groups[m.source], target_layout.groups[m.target], generator
+            ).items()
+        }
+        for m in matches
+    ]
+    config = TemplateConfig(
+        wt.config.method,
+        tuple(wt.config.ranks[m.source] for m in matches),
+        wt.config.share,
+        wt.config.kron_sharing,
+    )
+    template_t = {k: v.to(dtype) for k, v in _target_template(wt, config, target_layout, matches).items()}
+
+    report = InitReport(method=f"{wt.config.method} template (depth={depth}, width={width})")
+    remainder = _map_remainder(wt, target_model, target_layout, matches, report)
+    with torch.no_grad():
+        for name, value in remainder.items():
+            state[name].copy_(value)
+
+    if learn is None:
+        with torch.no_grad():
+            weights: dict[str, Tensor] = {}
+            for m, s in zip(matches, scalers, strict=True):
+                tensor = reconstruct_group(config, target_layout, m.target, template_t, s)
+                weights.update(target_layout.groups[m.target].unstack(tensor))
+    else:
+        trainable = set()
+        if depth == "learn":
+            trainable |= {"X", "S"}
+        if width == "learn":
+            trainable |= {"U", "V", "S"}
+        if not trainable:
+            trainable = {"X", "U", "V", "S"}
+        device = learn.device or next(iter(state.values())).device
+        fm = FactorizedModel(copy.deepcopy(target_model), target_layout, config, template_t, scalers, found)
+        report.losses = _learn(fm, learn, trainable, torch.device(device))
+        report.notes.append(f"learned {sorted(trainable & set(scalers[0]))} for {learn.num_steps} steps, lr {learn.lr}")
+        with torch.no_grad():
+            weights = fm.reconstruct()
+
+    with torch.no_grad():
+        for name, value in weights.items():
+            state[name].copy_(value.detach().to(device=state[name].device, dtype=state[name].dtype))
+    for name in target_layout.templated_names():
+        report.set(name, "template", state[name].shape)
+    report.entries = {k: report.entries[k] for k in state if k in report.entries}  # state-dict order
+    return (target_model, report) if return_report else target_model
