@@ -2,6 +2,8 @@
 
 from .data import BatchLoader, ImageDataset, default_dataset, list_datasets, load_dataset
 from .factorized import FactorizedModel, TemplateConfig, factorize, reconstruct_group
+from .initialize import InitReport, LearnConfig, initialize
+from .initializers import get_initializer, list_initializers, register_initializer
 from .io import WeightTemplate, load_template, save_template, to_factorized
 from .layout import GroupLayout, ModelLayout, ParamSlot, build_layout
 from .mae import MaskedAutoencoder, MaskedConvAutoencoder, MaskedOutput, masked_model_for
@@ -15,6 +17,8 @@ __all__ = [
     "FactorizedModel",
     "GroupLayout",
     "ImageDataset",
+    "InitReport",
+    "LearnConfig",
     "MaskedAutoencoder",
     "MaskedConvAutoencoder",
     "MaskedOutput",
@@ -28,11 +32,15 @@ __all__ = [
     "create_model",
     "default_dataset",
     "factorize",
+    "get_initializer",
+    "initialize",
     "list_datasets",
+    "list_initializers",
     "load_dataset",
     "load_template",
     "masked_model_for",
     "reconstruct_group",
+    "register_initializer",
     "save_template",
     "to_factorized",
 ]
