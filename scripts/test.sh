@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 .venv/bin/python -m ruff check .
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest -q "$@"

@@ -1,0 +1,318 @@
+"""The jobs a user runs, composed from the library: pre-train a template, initialize a
+target, fine-tune it, and the end-to-end demo. The CLI and the experiments call these.
+
+Every job is seeded, writes its outputs atomically under an output folder, and can be
+resumed (``resume=True``) from the checkpoint it leaves there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from .data import BatchLoader, ImageDataset, load_dataset
+from .factorized import factorize
+from .initialize import InitReport, LearnConfig, initialize
+from .io import save_template
+from .mae import masked_model_for
+from .models import create_model, size_name
+from .stochastic import WidthScaling
+from .train import TrainConfig, TrainResult, finetune, masked_image_loss, train
+from .validation import check_choice
+
+__all__ = [
+    "ModelSpec",
+    "PretrainResult",
+    "finetune_model",
+    "init_model",
+    "load_model",
+    "make_loaders",
+    "pretrain",
+    "save_model",
+]
+
+SCALING_MODES = ("off", "prefix", "rank")
+MODEL_FORMAT = "tucker_init.model"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model by family and size, e.g. ``ModelSpec("vit", depth=6, width=128)``."""
+
+    family: str = "vit"
+    depth: int | None = 6
+    width: int | None = 128
+    num_classes: int = 10
+    img_size: int = 32
+    patch_size: int = 4
+
+    def build(self) -> nn.Module:
+        """A freshly initialized model of this spec."""
+        return create_model(
+            self.family,
+            depth=self.depth,
+            width=self.width,
+            num_classes=self.num_classes,
+            img_size=self.img_size,
+            patch_size=self.patch_size,
+        )
+
+    @property
+    def name(self) -> str:
+        if self.depth is None or self.width is None:
+            return self.family
+        return f"{self.family}-{size_name(self.depth, self.width)}"
+
+    def with_size(self, depth: int, width: int) -> ModelSpec:
+        return ModelSpec(self.family, depth, width, self.num_classes, self.img_size, self.patch_size)
+
+
+# -- dense model files -----------------------------------------------------------------------------
+def save_model(path: str | os.PathLike, model: nn.Module, spec: ModelSpec, extra: dict | None = None) -> Path:
+    """Write a dense model's state dict (safetensors, atomically) with its spec as metadata."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    metadata = {"format": MODEL_FORMAT, "spec": json.dumps(asdict(spec)), "extra": json.dumps(extra or {})}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_model(path: str | os.PathLike) -> tuple[nn.Module, ModelSpec]:
+    """Rebuild a model written by :func:`save_model`.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: not a tucker_init model file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except Exception as err:
+        raise ValueError(f"{str(path)!r} is not a readable model file: {err}") from err
+    if metadata.get("format") != MODEL_FORMAT:
+        raise ValueError(
+            f"{str(path)!r} is not a tucker_init model file (format {metadata.get('format')!r}); "
+            "template files are read with load_template()"
+        )
+    spec = ModelSpec(**json.loads(metadata["spec"]))
+    model = spec.build()
+    model.load_state_dict(tensors)
+    return model, spec
+
+
+# -- data ------------------------------------------------------------------------------------------------
+def _dist() -> tuple[int, int]:
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def make_loaders(
+    data: str | ImageDataset,
+    batch_size: int,
+    *,
+    image_size: int = 32,
+    seed: int = 0,
+    augment: bool = True,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+    root: str | None = None,
+) -> tuple[BatchLoader, BatchLoader]:
+    """Train and test loaders of a named data set; under torchrun each rank gets its shard of
+    the global ``batch_size``."""
+    rank, world = _dist()
+    if batch_size % world:
+        raise ValueError(f"batch_size must be divisible by the {world} processes, found {batch_size}")
+    train_set = load_dataset(data, "train", root=root) if isinstance(data, str) else data
+    test_set = load_dataset(data, "test", root=root) if isinstance(data, str) else data
+    if train_subset:
+        train_set = train_set.subset(min(train_subset, len(train_set)), seed=seed)
+    if test_subset:
+        test_set = test_set.subset(min(test_subset, len(test_set)), seed=seed + 1)
+    per_rank = batch_size // world
+    train_loader = BatchLoader(
+        train_set, per_rank, image_size=image_size, augment=augment, seed=seed, rank=rank, world_size=world
+    )
+    test_loader = BatchLoader(
+        test_set,
+        min(per_rank, len(test_set)),
+        image_size=image_size,
+        shuffle=False,
+        drop_last=False,
+        seed=seed,
+        rank=rank,
+        world_size=world,
+    )
+    return train_loader, test_loader
+
+
+# -- jobs ----------------------------------------------------------------------------------------------
+@dataclass
+class PretrainResult:
+    """Where a pre-training run left its outputs."""
+
+    path: Path
+    train: TrainResult
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def pretrain(
+    spec: ModelSpec,
+    data: str | ImageDataset,
+    out_dir: str | os.PathLike,
+    *,
+    ranks: tuple[int, int, int] | str = (36, 64, 64),
+    method: str = "tucker",
+    scaling: str = "prefix",
+    dense: bool = False,
+    steps: int = 1000,
+    batch_size: int = 64,
+    lr: float = 1.5e-3,
+    warmup_steps: int | None = None,
+    mask_ratio: float = 0.75,
+    seed: int = 0,
+    device: str = "auto",
+    resume: bool = False,
+    max_time_s: float | None = None,
+    train_subset: int | None = None,
+    data_root: str | None = None,
+) -> PretrainResult:
+    """Pre-train a weight template (or, with ``dense=True``, a dense model of the same shape)
+    with the masked-image objective.
+
+    Writes ``out_dir/template.safetensors`` (or ``out_dir/dense.safetensors``), plus
+    ``last.pt`` (checkpoint) and ``metrics.jsonl``.
+    """
+    check_choice("scaling", scaling, SCALING_MODES)
+    out = Path(out_dir)
+    torch.manual_seed(seed)
+    model = spec.build()
+    scaler_hook = None
+    if dense:
+        encoder: nn.Module = model
+    else:
+        # HOSVD of timm's own initialization: at low rank, the closest template to it.
+        encoder = factorize(model, ranks=ranks, method=method, init="hosvd", seed=seed)
+        if scaling != "off" and method == "tucker":
+            scaler_hook = WidthScaling(scaling, seed=seed).attach(encoder)
+    objective = masked_model_for(encoder, mask_ratio=mask_ratio)
+    train_loader, _ = make_loaders(
+        data, batch_size, image_size=spec.img_size, seed=seed, train_subset=train_subset, root=data_root
+    )
+    config = TrainConfig(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        warmup_steps=warmup_steps if warmup_steps is not None else max(1, steps // 10),
+        weight_decay=0.05,
+        seed=seed,
+        device=device,
+        out_dir=str(out),
+        max_time_s=max_time_s,
+        log_every=max(1, min(50, steps // 20)),
+        checkpoint_every=max(1, steps // 5),
+        find_unused_parameters=True,
+    )
+    result = train(
+        objective,
+        train_loader,
+        masked_image_loss,
+        config,
+        resume=resume,
+        before_step=scaler_hook.set_step if scaler_hook is not None else None,
+    )
+    objective.cpu()
+    if dense:
+        path = save_model(out / "dense.safetensors", model, spec, {"steps": result.step})
+    else:
+        path = save_template(out / "template.safetensors", encoder)
+    return PretrainResult(path=path, train=result, history=result.history)
+
+
+def init_model(
+    spec: ModelSpec,
+    source: str | os.PathLike,
+    *,
+    depth: str = "interpolate",
+    width: str = "slice",
+    learn_steps: int = 0,
+    data: str | ImageDataset | None = None,
+    batch_size: int = 64,
+    seed: int = 0,
+    data_root: str | None = None,
+) -> tuple[nn.Module, InitReport]:
+    """A model of ``spec`` initialized from the template file ``source``; with
+    ``learn_steps > 0`` its scalers are first learned on ``data`` (classification loss)."""
+    torch.manual_seed(seed)
+    target = spec.build()
+    learn = None
+    if learn_steps > 0:
+        if data is None:
+            raise ValueError("learn_steps > 0 needs data= (a data set name) to learn the scalers on")
+        loader, _ = make_loaders(data, batch_size, image_size=spec.img_size, seed=seed, root=data_root)
+        learn = LearnConfig(data=loader, steps=learn_steps)
+    model, report = initialize(target, source, depth=depth, width=width, learn=learn, return_report=True, seed=seed)
+    return model, report
+
+
+def finetune_model(
+    model: nn.Module,
+    data: str | ImageDataset,
+    *,
+    steps: int = 300,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    warmup_steps: int | None = None,
+    label_smoothing: float = 0.1,
+    eval_every: int = 0,
+    image_size: int = 32,
+    seed: int = 0,
+    device: str = "auto",
+    out_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+    data_root: str | None = None,
+) -> TrainResult:
+    """Fine-tune a classifier (AdamW, warm-up + cosine, label smoothing) and evaluate top-1."""
+    train_loader, test_loader = make_loaders(
+        data,
+        batch_size,
+        image_size=image_size,
+        seed=seed,
+        train_subset=train_subset,
+        test_subset=test_subset,
+        root=data_root,
+    )
+    config = TrainConfig(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        warmup_steps=warmup_steps if warmup_steps is not None else max(1, steps // 10),
+        label_smoothing=label_smoothing,
+        eval_every=eval_every,
+        seed=seed,
+        device=device,
+        out_dir=None if out_dir is None else str(out_dir),
+        log_every=max(1, min(50, steps // 10)),
+        checkpoint_every=max(1, steps // 4) if out_dir is not None else 0,
+    )
+    return finetune(model, train_loader, test_loader, config, resume=resume)
