@@ -33,15 +33,20 @@ sys.path.insert(0, str(ROOT))
 
 from tucker_init import factorize  # noqa: E402
 
-CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int]]] = {
+# Each case: the model and the ranks to time. The reconstruction costs about
+# 2*|T|*(r1 + r1*r2/n) FLOPs per pass, so the overhead grows with rank; several ranks are timed.
+CASES: dict[str, tuple[Callable[[], nn.Module], list[tuple[int, int, int]]]] = {
     # ViT depth 12, width 192 (3 heads), 32x32 input with 4x4 patches: 64 tokens + cls.
+    # Unified tensor (144, 192, 192).
     "vit_d12_w192": (
-        lambda: timm.create_model(
-            "vit_tiny_patch16_224", img_size=32, patch_size=4, num_classes=10, pretrained=False
-        ),
-        (72, 96, 96),
+        lambda: timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=4, num_classes=10, pretrained=False),
+        [(36, 48, 48), (72, 96, 96), (144, 192, 192)],
     ),
-    "resnet18": (lambda: timm.create_model("resnet18", num_classes=10, pretrained=False), (9, 32, 32)),
+    # ResNet-18; a shared core allows r1 <= 18 (its smallest group) and r2, r3 <= 64.
+    "resnet18": (
+        lambda: timm.create_model("resnet18", num_classes=10, pretrained=False),
+        [(4, 16, 16), (9, 32, 32), (18, 64, 64)],
+    ),
 }
 
 
@@ -82,9 +87,7 @@ def time_pairs(dense_step, fact_step, repeats: int, warmup: int = 2) -> tuple[li
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="batch 32, 4 repeats")
@@ -99,9 +102,9 @@ def main() -> None:
     y = torch.randint(0, 10, (args.batch,))
     rows = []
     for name in args.cases:
-        build, ranks = CASES[name]
+        build, rank_list = CASES[name]
         kinds = ["train"] + (["mae"] if args.mae and name.startswith("vit") else [])
-        for kind in kinds:
+        for kind, ranks in ((k, r) for k in kinds for r in rank_list):
             dense = build().train()
             fm = factorize(dense, ranks=ranks).train()
             opt_d = torch.optim.AdamW(dense.parameters(), lr=1e-4)

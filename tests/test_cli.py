@@ -1,0 +1,122 @@
+"""The command line end to end on real data (scikit-learn digits), tiny sizes: pretrain ->
+init -> finetune -> evaluate, plus model files and argument errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tucker_init import load_template
+from tucker_init.cli import build_parser, main
+from tucker_init.pipeline import ModelSpec, load_model, save_model
+
+TINY = ["--model", "vit", "--img-size", "16", "--patch-size", "4"]
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("pretrain", "init", "finetune", "evaluate", "demo"):
+        assert command in out
+
+
+def test_pretrain_init_finetune_evaluate(tmp_path, capsys):
+    pre = tmp_path / "pre"
+    common = ["--data", "digits", "--seed", "0", "--device", "cpu"]
+    assert (
+        main(
+            [
+                "pretrain",
+                *TINY,
+                "--depth",
+                "2",
+                "--width",
+                "64",
+                "--ranks",
+                "8",
+                "32",
+                "32",
+                "--steps",
+                "4",
+                "--batch-size",
+                "16",
+                "--out",
+                str(pre),
+                *common,
+            ]
+        )
+        == 0
+    )
+    template = load_template(pre / "template.safetensors")
+    assert template.config.ranks[0] == (8, 32, 32)
+    assert (pre / "metrics.jsonl").is_file() and (pre / "last.pt").is_file()
+
+    init_file = tmp_path / "L3w128.safetensors"
+    assert (
+        main(
+            [
+                "init",
+                "--template",
+                str(pre / "template.safetensors"),
+                *TINY,
+                "--depth",
+                "3",
+                "--width",
+                "128",
+                "--out",
+                str(init_file),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "blocks.2.attn.qkv.weight" in out and "template" in out
+    model, spec = load_model(init_file)
+    assert spec == ModelSpec("vit", 3, 128, 10, 16, 4) and len(model.blocks) == 3
+
+    ft = tmp_path / "ft"
+    assert (
+        main(["finetune", "--weights", str(init_file), "--steps", "3", "--batch-size", "16", "--out", str(ft), *common])
+        == 0
+    )
+    final = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert final["step"] == 3 and 0 <= final["final"]["top1"] <= 100
+    assert main(["evaluate", "--weights", str(ft / "model.safetensors"), "--data", "digits"]) == 0
+    evaluated = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert evaluated["top1"] == pytest.approx(final["final"]["top1"])
+
+
+def test_model_file_round_trip_and_refusals(tmp_path):
+    spec = ModelSpec("vit", depth=1, width=64, img_size=16)
+    model = spec.build()
+    path = save_model(tmp_path / "m.safetensors", model, spec)
+    again, spec_again = load_model(path)
+    assert spec_again == spec
+    for key, value in model.state_dict().items():
+        assert torch.equal(again.state_dict()[key], value)
+    with pytest.raises(FileNotFoundError, match=r"model file .* does not exist"):
+        load_model(tmp_path / "missing.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a file")
+    with pytest.raises(ValueError, match=r"is not a readable model file"):
+        load_model(tmp_path / "junk.safetensors")
+
+
+def test_bad_arguments_exit_with_usage(capsys):
+    parser = build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["pretrain", "--out", "x", "--method", "cp"])
+    assert "invalid choice: 'cp'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["init", "--out", "x"])
+    assert "--template" in capsys.readouterr().err
+
+
+def test_pretrain_rejects_unknown_scaling(tmp_path):
+    from tucker_init.pipeline import pretrain
+
+    with pytest.raises(ValueError, match=r"scaling must be one of \['off', 'prefix', 'rank'\], found 'wide'"):
+        pretrain(ModelSpec("vit", 1, 64, img_size=16), "digits", tmp_path, scaling="wide", steps=1)
