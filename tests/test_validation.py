@@ -115,3 +115,10 @@ def test_generic_adapter_errors():
         factorize(model, ranks=(1, 1, 1), adapter=GenericAdapter(["blocks"]))
     with pytest.raises(ValueError, match=r"found no templated weights in Sequential"):
         factorize(nn.Sequential(nn.Sequential(nn.ReLU())), ranks=(1, 1, 1), adapter=GenericAdapter(["0"]))
+
+
+def test_initialize_needs_a_module(vit):
+    from tucker_init import initialize
+
+    with pytest.raises(TypeError, match=r"target_model must be a torch.nn.Module, found dict"):
+        initialize({}, factorize(vit, ranks=(2, 4, 4)))

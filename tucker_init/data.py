@@ -142,9 +142,7 @@ def default_dataset() -> str:
     return "digits"
 
 
-def load_dataset(
-    name: str, split: str = "train", root: str | os.PathLike | None = None, **kwargs: Any
-) -> ImageDataset:
+def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None = None, **kwargs: Any) -> ImageDataset:
     """Load a dataset fully into memory.
 
     Args:
@@ -237,16 +235,12 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">i4", count=ndim, offset=4))
     expected = int(np.prod(shape)) if shape else 0
     if len(data) - header != expected:
-        raise ValueError(
-            f"{path}: header shape {shape} needs {expected} data bytes, found {len(data) - header}"
-        )
+        raise ValueError(f"{path}: header shape {shape} needs {expected} data bytes, found {len(data) - header}")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 
 @functools.lru_cache(maxsize=8)
-def _decode_idx_pair(
-    images_path: str, labels_path: str, mtimes: tuple[float, float]
-) -> tuple[Tensor, Tensor]:
+def _decode_idx_pair(images_path: str, labels_path: str, mtimes: tuple[float, float]) -> tuple[Tensor, Tensor]:
     # Cached per process: decompressing Fashion-MNIST train takes ~0.5 s and tests load it repeatedly.
     # mtimes is part of the key so a rewritten file is re-read.
     del mtimes
@@ -283,9 +277,7 @@ def _not_found(name: str, searched: list[Path]) -> FileNotFoundError:
     )
 
 
-def _load_idx_dataset(
-    name: str, split: str, root: str | os.PathLike | None, download: bool = True
-) -> ImageDataset:
+def _load_idx_dataset(name: str, split: str, root: str | os.PathLike | None, download: bool = True) -> ImageDataset:
     env_var, debian, tv_class, _ = _IDX_SOURCES[name]
     env = os.environ.get(env_var)
     found: tuple[Path, Path] | None = None
@@ -314,9 +306,7 @@ def _load_idx_dataset(
         if found is None:
             raise _not_found(name, [download_root])
     img_path, lab_path = found
-    x, y = _decode_idx_pair(
-        str(img_path), str(lab_path), (img_path.stat().st_mtime, lab_path.stat().st_mtime)
-    )
+    x, y = _decode_idx_pair(str(img_path), str(lab_path), (img_path.stat().st_mtime, lab_path.stat().st_mtime))
     classes = FASHION_MNIST_CLASSES if name == "fashion_mnist" else [str(i) for i in range(10)]
     n_cls = int(y.max()) + 1 if len(y) else 0
     if n_cls > len(classes):
@@ -382,9 +372,7 @@ def _bundled_photos() -> tuple[tuple[str, Tensor], ...]:
         from sklearn.datasets import load_sample_image
 
         for fname in _SKLEARN_PHOTOS:
-            photos.append(
-                (fname, torch.from_numpy(load_sample_image(f"{fname}.jpg").copy()).permute(2, 0, 1))
-            )
+            photos.append((fname, torch.from_numpy(load_sample_image(f"{fname}.jpg").copy()).permute(2, 0, 1)))
     except Exception:  # pragma: no cover - depends on the installed wheels
         pass
     try:
@@ -414,9 +402,7 @@ def _load_photos(split: str, n: int = 10000, size: int = 32, seed: int = 0) -> I
     pyramids: list[list[Tensor]] = []
     for pname, p in photos:
         if min(p.shape[1:]) < size:
-            raise ValueError(
-                f"size must be at most the shortest photo side ({pname}: {tuple(p.shape)}), found {size}"
-            )
+            raise ValueError(f"size must be at most the shortest photo side ({pname}: {tuple(p.shape)}), found {size}")
         levels = [p]
         while min(levels[-1].shape[1:]) // 2 >= 2 * size:
             lvl = F.interpolate(levels[-1][None].float(), scale_factor=0.5, mode="bilinear", antialias=True)
@@ -459,9 +445,7 @@ def _load_image_folder(
     from PIL import Image
 
     if root is None:
-        raise ValueError(
-            "root is required for 'image_folder': expected a folder of class sub-folders, found None"
-        )
+        raise ValueError("root is required for 'image_folder': expected a folder of class sub-folders, found None")
     if mode not in ("RGB", "L"):
         raise ValueError(f"mode must be one of ['RGB', 'L'], found {mode!r}")
     if not 0.0 < holdout < 1.0:

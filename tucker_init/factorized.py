@@ -141,10 +141,7 @@ class FactorizedModel(nn.Module):
         self.adapter = adapter
         self.template = nn.ParameterDict({k: nn.Parameter(v) for k, v in template.items()})
         self.scalers = nn.ModuleDict(
-            {
-                f"g{i}": nn.ParameterDict({k: nn.Parameter(v) for k, v in s.items()})
-                for i, s in enumerate(scalers)
-            }
+            {f"g{i}": nn.ParameterDict({k: nn.Parameter(v) for k, v in s.items()}) for i, s in enumerate(scalers)}
         )
         self.scaler_hook: ScalerHook | None = None
         for name in layout.templated_names():
@@ -195,9 +192,7 @@ class FactorizedModel(nn.Module):
 
     def num_template_parameters(self) -> int:
         """Parameters of the template and scalers (what replaces the block weights)."""
-        return sum(p.numel() for p in self.template.parameters()) + sum(
-            p.numel() for p in self.scalers.parameters()
-        )
+        return sum(p.numel() for p in self.template.parameters()) + sum(p.numel() for p in self.scalers.parameters())
 
     def extra_repr(self) -> str:
         groups = ", ".join(f"{g.name}: {g.shape}" for g in self.layout.groups)
@@ -238,10 +233,7 @@ def _init_tucker(
     template, scalers = {}, []
     for i, (t, ranks) in enumerate(zip(tensors, config.ranks, strict=True)):
         scalers.append(
-            {
-                m: _orthonormal(size, r, generator, t.dtype)
-                for m, size, r in zip("XUV", t.shape, ranks, strict=True)
-            }
+            {m: _orthonormal(size, r, generator, t.dtype) for m, size, r in zip("XUV", t.shape, ranks, strict=True)}
         )
         key = "shared" if config.share else f"g{i}"
         if key not in template:
@@ -277,9 +269,7 @@ def _init_kronecker(
                 rms = s.pow(2).mean().sqrt()
                 d = s.shape[-1]
                 shape = (s.shape[0], k, d // a, d // b)
-                coeffs.append(
-                    torch.randn(shape, generator=generator, dtype=s.dtype) * rms * math.sqrt(a * b / k)
-                )
+                coeffs.append(torch.randn(shape, generator=generator, dtype=s.dtype) * rms * math.sqrt(a * b / k))
         template[key] = templ
         for (i, _), c in zip(items, coeffs, strict=True):
             coefficient_chunks.setdefault((i, key), []).append(c)

@@ -44,6 +44,7 @@ from backbones import BackboneAdapter, get_adapter
 from .factorized import FactorizedModel, TemplateConfig, reconstruct_group, template_keys
 from .io import WeightTemplate, load_template
 from .layout import GroupLayout, ModelLayout, build_layout
+from .train import cycle_batches, to_device
 from .validation import check_choice
 
 __all__ = [
@@ -699,26 +700,6 @@ def _map_remainder(
 
 
 # -------------------------------------------------------------------------------------- learn
-def _cycle(data: Iterable[Any]) -> Iterator[Any]:
-    while True:
-        empty = True
-        for batch in data:
-            empty = False
-            yield batch
-        if empty:
-            raise ValueError("learn.data yielded no batches")
-
-
-def _to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, Tensor):
-        return batch.to(device)
-    if isinstance(batch, tuple | list):
-        return type(batch)(_to_device(b, device) for b in batch)
-    if isinstance(batch, Mapping):
-        return {k: _to_device(v, device) for k, v in batch.items()}
-    return batch
-
-
 def _learn(fm: FactorizedModel, learn: LearnConfig, trainable: set[str], device: torch.device) -> list[float]:
     """Adam on the chosen scalers; returns the loss per step."""
     from tqdm.auto import tqdm
@@ -735,11 +716,11 @@ def _learn(fm: FactorizedModel, learn: LearnConfig, trainable: set[str], device:
     optimizer = torch.optim.Adam(params, lr=learn.lr)
     steps = learn.num_steps
     losses: list[float] = []
-    batches = _cycle(learn.data)
+    batches = cycle_batches(learn.data, name="learn.data")
     fm.train()
     bar = tqdm(range(steps), desc="learn scalers", disable=not learn.progress, leave=False)
     for step in bar:
-        batch = _to_device(next(batches), device)
+        batch = to_device(next(batches), device)
         if learn.loss_on == "model":
             loss = learn.loss(fm, batch)  # type: ignore[misc]
         else:
@@ -807,7 +788,7 @@ def initialize(
         initialize(tiny, fm, depth="interpolate", width="slice")
     """
     if not isinstance(target_model, nn.Module):
-        raise ValueError(f"target_model must be a torch.nn.Module, found {type(target_model).__name__}")
+        raise TypeError(f"target_model must be a torch.nn.Module, found {type(target_model).__name__}")
     check_choice("depth", depth, DEPTH_RULES)
     check_choice("width", width, WIDTH_RULES)
     learn = LearnConfig.coerce(learn)

@@ -85,7 +85,9 @@ class WeightTemplate:
         return reconstruct_group(self.config, self.layout, index, self.template, use)
 
 
-def _atomic_write(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
+def write_safetensors_atomic(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
+    """Write a safetensors file via a temporary file in the same folder and ``os.replace``, so an
+    interrupted write never leaves a half-written file at ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -106,9 +108,7 @@ def save_template(path: str | os.PathLike, template: FactorizedModel | WeightTem
     if isinstance(template, FactorizedModel):
         template = WeightTemplate.from_model(template)
     if not isinstance(template, WeightTemplate):
-        raise TypeError(
-            f"template must be a FactorizedModel or WeightTemplate, found {type(template).__name__}"
-        )
+        raise TypeError(f"template must be a FactorizedModel or WeightTemplate, found {type(template).__name__}")
     tensors: dict[str, Tensor] = {}
     for k, v in template.template.items():
         tensors[f"template.{k}"] = v.contiguous()
@@ -128,7 +128,7 @@ def save_template(path: str | os.PathLike, template: FactorizedModel | WeightTem
         "backbone": json.dumps(template.backbone),
     }
     path = Path(path)
-    _atomic_write(path, tensors, metadata)
+    write_safetensors_atomic(path, tensors, metadata)
     return path
 
 
@@ -203,9 +203,7 @@ def load_template(
     for i, group in enumerate(layout.groups):
         shape = tuple(result.group_tensor(i).shape)
         if shape != group.shape:
-            raise ValueError(
-                f"{str(path)!r}: scalers of group {group.name!r} give {shape}, layout says {group.shape}"
-            )
+            raise ValueError(f"{str(path)!r}: scalers of group {group.name!r} give {shape}, layout says {group.shape}")
     return result if model is None else to_factorized(result, model, adapter)
 
 
@@ -239,9 +237,7 @@ def to_factorized(
             f"template does not fit this model: {difference}. To start a model of another size "
             "from this template use tucker_init.initialize()"
         )
-    fm = FactorizedModel(
-        copy.deepcopy(model), layout, template.config, template.template, template.scalers, adapter
-    )
+    fm = FactorizedModel(copy.deepcopy(model), layout, template.config, template.template, template.scalers, adapter)
     own = dict(fm.backbone.named_parameters()) | dict(fm.backbone.named_buffers())
     with torch.no_grad():
         for name, value in (template.remainder | template.buffers).items():

@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from .data import BatchLoader, ImageDataset, load_dataset
 from .factorized import factorize
 from .initialize import InitReport, LearnConfig, initialize
-from .io import save_template
+from .io import save_template, write_safetensors_atomic
 from .mae import masked_model_for
 from .models import create_model, size_name
 from .stochastic import WidthScaling
@@ -83,14 +81,7 @@ def save_model(path: str | os.PathLike, model: nn.Module, spec: ModelSpec, extra
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {"format": MODEL_FORMAT, "spec": json.dumps(asdict(spec)), "extra": json.dumps(extra or {})}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_safetensors_atomic(path, tensors, metadata)
     return path
 
 

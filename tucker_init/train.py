@@ -378,13 +378,14 @@ def build_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _to_device(batch: Any, device: torch.device) -> Any:
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move every tensor of a (nested tuple / list / dict) batch to ``device``."""
     if isinstance(batch, Tensor):
         return batch.to(device, non_blocking=True)
     if isinstance(batch, Mapping):
-        return {k: _to_device(v, device) for k, v in batch.items()}
+        return {k: to_device(v, device) for k, v in batch.items()}
     if isinstance(batch, list | tuple):
-        return type(batch)(_to_device(v, device) for v in batch)
+        return type(batch)(to_device(v, device) for v in batch)
     return batch
 
 
@@ -404,21 +405,22 @@ def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextMana
     return contextlib.nullcontext()
 
 
-def _cycle(loader: Iterable[Any]) -> Iterator[Any]:
+def cycle_batches(loader: Iterable[Any], name: str = "loader") -> Iterator[Any]:
+    """Re-iterate ``loader`` forever; a ValueError naming ``name`` if it yields nothing."""
     while True:
         empty = True
         for batch in loader:
             empty = False
             yield batch
         if empty:
-            raise ValueError("loader yielded no batches")
+            raise ValueError(f"{name} yielded no batches")
 
 
 def _batch_stream(loader: Iterable[Any], skip: int) -> Iterator[Any]:
     """Batches across epochs. Loaders with ``infinite()`` (BatchLoader) are used as they
     are; others are re-iterated each epoch, skipping ``skip`` batches (resume without a
     loader ``state_dict``, exact for a deterministic loader)."""
-    stream = loader.infinite() if callable(getattr(loader, "infinite", None)) else _cycle(loader)
+    stream = loader.infinite() if callable(getattr(loader, "infinite", None)) else cycle_batches(loader)
     for _ in range(skip):
         next(stream)
     return stream
@@ -470,7 +472,7 @@ def evaluate(
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
     try:
         for batch in loader:
-            x, y = _to_device((batch[0], batch[1]), device)
+            x, y = to_device((batch[0], batch[1]), device)
             with _autocast(device, amp):
                 logits = model(x)
             logits = logits.float()
@@ -740,7 +742,7 @@ def train(
 
     try:
         while step < stop_at:
-            batch = _to_device(next(stream), device)
+            batch = to_device(next(stream), device)
             if before_step is not None:
                 before_step(step)
             window_lr = optimizer.param_groups[0]["lr"]

@@ -58,8 +58,7 @@ def check_ranks(ranks: Any, layout: ModelLayout, method: str, share: bool) -> li
     if method == "kronecker":
         if ranks == "full":
             raise ValueError(
-                "ranks='full' is only defined for method='tucker'; for Kronecker pass "
-                "(k, a, b), lossless at k = a*b"
+                "ranks='full' is only defined for method='tucker'; for Kronecker pass (k, a, b), lossless at k = a*b"
             )
         k, a, b = _rank_tuple(ranks)
         for axis, size in (("a", a), ("b", b)):
