@@ -45,7 +45,7 @@ def _finetune_once(
         seed=seed,
         device=device,
         out_dir=out,
-        resume=True,
+        resume=(out / "last.pt").is_file(),
     )
     record = {"top1": result.final_eval["top1"], "curve": result.curve("top1"), "elapsed_s": result.elapsed_s}
     done.write_text(json.dumps(record))
