@@ -84,7 +84,7 @@ def run_demo(
             batch_size=128,
             seed=seed,
             device=device,
-            resume=True,
+            resume=(out / "pretrain" / "last.pt").is_file(),
         )
     template = load_template(template_path)
 
