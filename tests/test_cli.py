@@ -120,3 +120,11 @@ def test_pretrain_rejects_unknown_scaling(tmp_path):
 
     with pytest.raises(ValueError, match=r"scaling must be one of \['off', 'prefix', 'rank'\], found 'wide'"):
         pretrain(ModelSpec("vit", 1, 64, img_size=16), "digits", tmp_path, scaling="wide", steps=1)
+
+
+def test_pretrain_a_resnet_template_at_32px(tmp_path):
+    from tucker_init.pipeline import pretrain
+
+    spec = ModelSpec("resnet", depth=1, width=8, img_size=32)
+    result = pretrain(spec, "digits", tmp_path, ranks=(4, 8, 8), steps=2, batch_size=8, device="cpu")
+    assert load_template(result.path).family == "resnet"

@@ -204,7 +204,10 @@ def pretrain(
         encoder = factorize(model, ranks=ranks, method=method, init="hosvd", seed=seed)
         if scaling != "off" and method == "tucker":
             scaler_hook = WidthScaling(scaling, seed=seed).attach(encoder)
-    objective = masked_model_for(encoder, mask_ratio=mask_ratio)
+    # CNNs: mask 8 px patches at 32 px (16 per image); their default, the total stride (32),
+    # would leave a single patch.
+    extra = {} if spec.family == "vit" else {"patch_size": max(1, spec.img_size // 4)}
+    objective = masked_model_for(encoder, mask_ratio=mask_ratio, **extra)
     train_loader, _ = make_loaders(
         data, batch_size, image_size=spec.img_size, seed=seed, train_subset=train_subset, root=data_root
     )
