@@ -13,10 +13,9 @@
 - :func:`estimate_seconds`: a measured (not guessed) run-time estimate.
 - :func:`cached_run`: per-run JSON results, so an interrupted long run resumes.
 
-Library quirk worked around here: ``pipeline.pretrain`` cannot pre-train a ResNet at 32 px.
-It builds the masked-input objective with the encoder's total stride (32) as patch size, which
-leaves one patch per image, and ``MaskedConvAutoencoder`` refuses that. :func:`ensure_source`
-therefore runs the same recipe for CNNs with 8-px patches (16 patches per image).
+CNN sources are pre-trained with 8-px masked patches at 32 px (16 per image), as
+``pipeline.pretrain`` does since commit 361b321 (before it, the CNN objective used the total
+stride, 32 px, which left one patch per image and failed).
 """
 
 from __future__ import annotations
@@ -42,19 +41,14 @@ from torch import nn  # noqa: E402
 
 from backbones import get_adapter  # noqa: E402
 from tucker_init.data import BatchLoader, load_dataset  # noqa: E402
-from tucker_init.factorized import factorize  # noqa: E402
-from tucker_init.io import save_template  # noqa: E402
 from tucker_init.layout import build_layout  # noqa: E402
 from tucker_init.mae import masked_model_for  # noqa: E402
-from tucker_init.pipeline import ModelSpec, make_loaders, pretrain, save_model  # noqa: E402
-from tucker_init.stochastic import WidthScaling  # noqa: E402
+from tucker_init.pipeline import ModelSpec, make_loaders, pretrain  # noqa: E402
 from tucker_init.train import (  # noqa: E402
     TrainConfig,
     TrainResult,
     finetune,
-    masked_image_loss,
     seed_everything,
-    train,
 )
 
 __all__ = [
@@ -89,7 +83,7 @@ __all__ = [
 RESULTS_DIR = ROOT / "results"
 CACHE_DIR = RESULTS_DIR / "cache"
 MASK_RATIO = 0.75  # pipeline.pretrain's default, used for ViT and CNN sources alike
-CNN_PATCH_SIZE = 8  # 16 masked-input patches on a 32-px image (the stride 32 would give 1)
+CNN_PATCH_SIZE = 8  # pipeline.pretrain's CNN patch at 32 px (img_size // 4); used by the estimate
 MODES = ("smoke", "quick", "full")
 _T0 = time.perf_counter()
 
@@ -301,54 +295,6 @@ class Source:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def _pretrain_cnn(src: SourceSpec, out: Path, device: str) -> tuple[Path, TrainResult]:
-    """``pipeline.pretrain`` for ResNet / ConvNeXt with masked patches smaller than the stride.
-
-    Same steps as the library's job (timm init, HOSVD factorization, MAE objective, AdamW with
-    warm-up + cosine, checkpoints, resume); only ``patch_size`` is passed to the objective.
-    """
-    torch.manual_seed(src.seed)
-    model = src.model.build()
-    hook = None
-    if src.kind == "dense":
-        encoder: nn.Module = model
-    else:
-        encoder = factorize(model, ranks=src.ranks, method=src.kind, init="hosvd", seed=src.seed)
-        if src.scaling != "off" and src.kind == "tucker":
-            hook = WidthScaling(src.scaling, seed=src.seed).attach(encoder)
-    objective = masked_model_for(encoder, mask_ratio=MASK_RATIO, patch_size=CNN_PATCH_SIZE)
-    loader, _ = make_loaders(
-        src.data, src.batch_size, image_size=src.model.img_size, seed=src.seed, train_subset=src.train_subset
-    )
-    config = TrainConfig(
-        steps=src.steps,
-        batch_size=src.batch_size,
-        lr=src.lr,
-        warmup_steps=max(1, src.steps // 10),
-        weight_decay=0.05,
-        seed=src.seed,
-        device=device,
-        out_dir=str(out),
-        log_every=max(1, min(50, src.steps // 20)),
-        checkpoint_every=max(1, src.steps // 5),
-        find_unused_parameters=True,
-    )
-    result = train(
-        objective,
-        loader,
-        masked_image_loss,
-        config,
-        resume=(out / "last.pt").is_file(),
-        before_step=hook.set_step if hook is not None else None,
-    )
-    objective.cpu()
-    if src.kind == "dense":
-        path = save_model(out / "dense.safetensors", model, src.model, {"steps": result.step})
-    else:
-        path = save_template(out / "template.safetensors", encoder)
-    return path, result
-
-
 def _logged_losses(path: Path) -> list[float]:
     """Training losses of the whole run from its ``metrics.jsonl`` (which, unlike the returned
     history, spans every invocation of a resumed run)."""
@@ -372,27 +318,24 @@ def ensure_source(src: SourceSpec, cache_dir: Path, device: str = "auto") -> Sou
         return Source(src, folder / src.filename, meta)
     log(f"pre-train {src.describe()}: MAE, {src.steps} steps x batch {src.batch_size} on {src.data}")
     start = time.perf_counter()
-    if src.model.family == "vit":
-        result = pretrain(
-            src.model,
-            src.data,
-            folder,
-            ranks=src.ranks if src.ranks is not None else (36, 64, 64),
-            method="kronecker" if src.kind == "kronecker" else "tucker",
-            scaling=src.scaling,
-            dense=src.kind == "dense",
-            steps=src.steps,
-            batch_size=src.batch_size,
-            lr=src.lr,
-            mask_ratio=MASK_RATIO,
-            seed=src.seed,
-            device=device,
-            resume=(folder / "last.pt").is_file(),  # continue an interrupted pre-training
-            train_subset=src.train_subset,
-        )
-        path, train_result = result.path, result.train
-    else:
-        path, train_result = _pretrain_cnn(src, folder, device)
+    result = pretrain(
+        src.model,
+        src.data,
+        folder,
+        ranks=src.ranks if src.ranks is not None else (36, 64, 64),  # ignored for dense sources
+        method="kronecker" if src.kind == "kronecker" else "tucker",
+        scaling=src.scaling,
+        dense=src.kind == "dense",
+        steps=src.steps,
+        batch_size=src.batch_size,
+        lr=src.lr,
+        mask_ratio=MASK_RATIO,
+        seed=src.seed,
+        device=device,
+        resume=(folder / "last.pt").is_file(),  # continue an interrupted pre-training
+        train_subset=src.train_subset,
+    )
+    path, train_result = result.path, result.train
     losses = _logged_losses(folder / "metrics.jsonl") or [
         h["loss"] for h in train_result.history if h.get("loss") is not None
     ]
