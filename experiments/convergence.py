@@ -18,7 +18,7 @@ The template is the one ``experiments/init_methods.py`` uses (same settings -> s
 
 Run (from the repository root):
 
-    .venv/bin/python experiments/convergence.py --quick    # ~5 min on 2 CPU cores: 2 sizes, 1 seed
+    .venv/bin/python experiments/convergence.py --quick    # ~7 min on 2 busy CPU cores: 2 sizes, 1 seed
     .venv/bin/python experiments/convergence.py            # full: 3 sizes, 3 seeds (hours; estimate printed)
     .venv/bin/python experiments/convergence.py --smoke    # seconds; for the tests only
 

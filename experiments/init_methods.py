@@ -30,7 +30,7 @@ depth-1 models of those widths.
 
 Run (from the repository root):
 
-    .venv/bin/python experiments/init_methods.py --quick    # ~10 min on 2 CPU cores: 3 targets, 1 seed
+    .venv/bin/python experiments/init_methods.py --quick    # ~10-15 min on 2 busy CPU cores: 3 targets, 1 seed
     .venv/bin/python experiments/init_methods.py            # full: 7 targets, 3 seeds (hours; estimate printed)
     .venv/bin/python experiments/init_methods.py --smoke    # seconds; for the tests only
 
