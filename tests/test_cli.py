@@ -128,3 +128,16 @@ def test_pretrain_a_resnet_template_at_32px(tmp_path):
     spec = ModelSpec("resnet", depth=1, width=8, img_size=32)
     result = pretrain(spec, "digits", tmp_path, ranks=(4, 8, 8), steps=2, batch_size=8, device="cpu")
     assert load_template(result.path).family == "resnet"
+
+
+def test_loaders_keep_train_and_test_apart():
+    from tucker_init import load_dataset
+    from tucker_init.pipeline import make_loaders
+
+    digits = load_dataset("digits")
+    with pytest.raises(ValueError, match=r"data is an ImageDataset: pass test_data= as well"):
+        make_loaders(digits, 16)
+    # the test subset is the same images whatever the training seed
+    _, a = make_loaders("digits", 16, seed=1, test_subset=50)
+    _, b = make_loaders("digits", 16, seed=2, test_subset=50)
+    assert torch.equal(a.dataset.images, b.dataset.images)

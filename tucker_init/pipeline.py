@@ -34,6 +34,7 @@ __all__ = [
     "init_model",
     "load_model",
     "make_loaders",
+    "make_train_loader",
     "pretrain",
     "save_model",
 ]
@@ -116,6 +117,30 @@ def _dist() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def make_train_loader(
+    data: str | ImageDataset,
+    batch_size: int,
+    *,
+    image_size: int = 32,
+    seed: int = 0,
+    augment: bool = True,
+    train_subset: int | None = None,
+    root: str | None = None,
+) -> BatchLoader:
+    """The training loader of ``data`` (a data set name, whose "train" split is used, or an
+    :class:`ImageDataset`); under torchrun each rank gets its shard of the global ``batch_size``.
+    ``train_subset`` trains on a subset of that size, drawn with ``seed``."""
+    rank, world = _dist()
+    if batch_size % world:
+        raise ValueError(f"batch_size must be divisible by the {world} processes, found {batch_size}")
+    train_set = load_dataset(data, "train", root=root) if isinstance(data, str) else data
+    if train_subset:
+        train_set = train_set.subset(min(train_subset, len(train_set)), seed=seed)
+    return BatchLoader(
+        train_set, batch_size // world, image_size=image_size, augment=augment, seed=seed, rank=rank, world_size=world
+    )
+
+
 def make_loaders(
     data: str | ImageDataset,
     batch_size: int,
@@ -126,25 +151,31 @@ def make_loaders(
     train_subset: int | None = None,
     test_subset: int | None = None,
     root: str | None = None,
+    test_data: ImageDataset | None = None,
 ) -> tuple[BatchLoader, BatchLoader]:
-    """Train and test loaders of a named data set; under torchrun each rank gets its shard of
-    the global ``batch_size``."""
-    rank, world = _dist()
-    if batch_size % world:
-        raise ValueError(f"batch_size must be divisible by the {world} processes, found {batch_size}")
-    train_set = load_dataset(data, "train", root=root) if isinstance(data, str) else data
-    test_set = load_dataset(data, "test", root=root) if isinstance(data, str) else data
-    if train_subset:
-        train_set = train_set.subset(min(train_subset, len(train_set)), seed=seed)
-    if test_subset:
-        test_set = test_set.subset(min(test_subset, len(test_set)), seed=seed + 1)
-    per_rank = batch_size // world
-    train_loader = BatchLoader(
-        train_set, per_rank, image_size=image_size, augment=augment, seed=seed, rank=rank, world_size=world
+    """Train and test loaders (see :func:`make_train_loader`).
+
+    Args:
+        test_data: the held-out set when ``data`` is an :class:`ImageDataset` (required then);
+            for a data set name its "test" split is used.
+        test_subset: evaluate on a subset of this size, drawn with a fixed seed, so runs with
+            different seeds are scored on the same images.
+    """
+    train_loader = make_train_loader(
+        data, batch_size, image_size=image_size, seed=seed, augment=augment, train_subset=train_subset, root=root
     )
+    if isinstance(data, str):
+        test_set = load_dataset(data, "test", root=root)
+    elif test_data is None:
+        raise ValueError("data is an ImageDataset: pass test_data= as well (a held-out set), found None")
+    else:
+        test_set = test_data
+    if test_subset:
+        test_set = test_set.subset(min(test_subset, len(test_set)), seed=0)
+    rank, world = _dist()
     test_loader = BatchLoader(
         test_set,
-        min(per_rank, len(test_set)),
+        min(batch_size // world, len(test_set)),
         image_size=image_size,
         shuffle=False,
         drop_last=False,
@@ -208,7 +239,7 @@ def pretrain(
     # would leave a single patch.
     extra = {} if spec.family == "vit" else {"patch_size": max(1, spec.img_size // 4)}
     objective = masked_model_for(encoder, mask_ratio=mask_ratio, **extra)
-    train_loader, _ = make_loaders(
+    train_loader = make_train_loader(
         data, batch_size, image_size=spec.img_size, seed=seed, train_subset=train_subset, root=data_root
     )
     config = TrainConfig(
@@ -261,7 +292,7 @@ def init_model(
     if learn_steps > 0:
         if data is None:
             raise ValueError("learn_steps > 0 needs data= (a data set name) to learn the scalers on")
-        loader, _ = make_loaders(data, batch_size, image_size=spec.img_size, seed=seed, root=data_root)
+        loader = make_train_loader(data, batch_size, image_size=spec.img_size, seed=seed, root=data_root)
         learn = LearnConfig(data=loader, steps=learn_steps)
     model, report = initialize(target, source, depth=depth, width=width, learn=learn, return_report=True, seed=seed)
     return model, report
@@ -285,6 +316,7 @@ def finetune_model(
     train_subset: int | None = None,
     test_subset: int | None = None,
     data_root: str | None = None,
+    test_data: ImageDataset | None = None,
 ) -> TrainResult:
     """Fine-tune a classifier (AdamW, warm-up + cosine, label smoothing) and evaluate top-1."""
     train_loader, test_loader = make_loaders(
@@ -295,6 +327,7 @@ def finetune_model(
         train_subset=train_subset,
         test_subset=test_subset,
         root=data_root,
+        test_data=test_data,
     )
     config = TrainConfig(
         steps=steps,
