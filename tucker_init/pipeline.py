@@ -203,6 +203,7 @@ def pretrain(
     *,
     ranks: tuple[int, int, int] | str = (36, 64, 64),
     method: str = "tucker",
+    init: str = "random",
     scaling: str = "prefix",
     dense: bool = False,
     steps: int = 1000,
@@ -231,8 +232,10 @@ def pretrain(
     if dense:
         encoder: nn.Module = model
     else:
-        # HOSVD of timm's own initialization: at low rank, the closest template to it.
-        encoder = factorize(model, ranks=ranks, method=method, init="hosvd", seed=seed)
+        # "random" draws a template whose weights have timm's RMS. A low-rank HOSVD of timm's
+        # random init keeps only ~40 % of its norm (its spectrum is flat), and a short
+        # pre-training does not restore it (experiments/stochastic_scaling.py, norm_ratio).
+        encoder = factorize(model, ranks=ranks, method=method, init=init, seed=seed)
         if scaling != "off" and method == "tucker":
             scaler_hook = WidthScaling(scaling, seed=seed).attach(encoder)
     # CNNs: mask 8 px patches at 32 px (16 per image); their default, the total stride (32),
