@@ -396,7 +396,7 @@ def pretrain_template(
     objective and does not expose the MAE decoder size (the default decoder costs ~3x the small encoder).
     """
     torch.manual_seed(seed)
-    fm = factorize(spec.build(), ranks=setting.ranks, method="tucker", init="hosvd", seed=seed)
+    fm = factorize(spec.build(), ranks=setting.ranks, method="tucker", init="random", seed=seed)  # as pipeline.pretrain
     hook = WidthScaling(setting.scaling, seed=seed).attach(fm) if setting.scaling != "off" else None
     if objective == "mae":
         dim, depth, heads = setting.decoder

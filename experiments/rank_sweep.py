@@ -278,7 +278,7 @@ def pretrain(
     model = spec.build()
     hook, encoder = None, model
     if ranks is not None:
-        encoder = factorize(model, ranks=ranks, method="tucker", init="hosvd", seed=seed)
+        encoder = factorize(model, ranks=ranks, method="tucker", init="random", seed=seed)  # as pipeline.pretrain
         if setting.scaling != "off":
             hook = WidthScaling(setting.scaling, seed=seed).attach(encoder)
     dim, depth, heads = setting.decoder

@@ -267,7 +267,7 @@ def pretrain_template(
     expose the MAE decoder size, and the default decoder costs ~3x the small encoder on a CPU.
     """
     torch.manual_seed(seed)
-    fm = factorize(spec.build(), ranks=setting.ranks, method="tucker", init="hosvd", seed=seed)
+    fm = factorize(spec.build(), ranks=setting.ranks, method="tucker", init="random", seed=seed)  # as pipeline.pretrain
     hook = None
     if scaling != "off":
         hook = WidthScaling(scaling, p=setting.rank_p, min_fraction=setting.min_fraction, seed=seed).attach(fm)
