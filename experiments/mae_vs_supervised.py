@@ -38,16 +38,10 @@ changing the script).
 from __future__ import annotations
 
 import argparse
-import copy
-import dataclasses
-import hashlib
-import json
 import math
-import shlex
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,18 +57,38 @@ from torch import Tensor, nn  # noqa: E402
 
 from analysis import aggregate, write_table  # noqa: E402
 from analysis.report import new_figure, save_figure  # noqa: E402
+from experiments._ablation import (  # noqa: E402
+    Progress,
+    block_norm_ratio,
+    build_target,
+    cached,
+    cached_weights,
+    command_string,
+    finetune_classifier,
+    git_revision,
+    linear_probe,
+    load_splits,
+    make_parser,
+    masked_model,
+    noise_margin,
+    pretrain_config,
+    resolve_setting,
+    run_main,
+    settings_hash,
+    step_seconds,
+    subset,
+    verdict,
+)
 from tucker_init.data import BatchLoader, ImageDataset, load_dataset  # noqa: E402
 from tucker_init.factorized import factorize  # noqa: E402
-from tucker_init.initialize import initialize  # noqa: E402
 from tucker_init.io import save_template  # noqa: E402
-from tucker_init.mae import masked_model_for, unpatchify  # noqa: E402
+from tucker_init.mae import unpatchify  # noqa: E402
 from tucker_init.pipeline import ModelSpec  # noqa: E402
 from tucker_init.stochastic import WidthScaling  # noqa: E402
 from tucker_init.train import (  # noqa: E402
     TrainConfig,
     classification_loss,
     evaluate,
-    finetune,
     masked_image_loss,
     train,
 )
@@ -189,81 +203,12 @@ SETTINGS: dict[str, Setting] = {
 }
 
 
-# -- small helpers (kept here: experiments/_common.py is another developer's file) ------------------
-def command_string(argv: list[str]) -> str:
-    """The exact command that reproduces this run."""
-    return shlex.join(["python", f"experiments/{NAME}.py", *argv])
-
-
-def git_revision() -> str:
-    """Short commit of the repository, ``-dirty`` when the working tree has changes; "unknown" without git."""
-    try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True, timeout=10
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def settings_hash(setting: Setting) -> str:
-    return hashlib.sha1(json.dumps(dataclasses.asdict(setting), sort_keys=True).encode()).hexdigest()[:10]
-
-
-def cached(path: Path, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """``compute()`` once: its JSON result is stored at ``path`` and read back on later runs."""
-    if path.is_file():
-        return json.loads(path.read_text())
-    result = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result))
-    tmp.replace(path)  # atomic: a half-written file never counts as done
-    return result
-
-
-class Progress:
-    """Prints each stage with elapsed time and an ETA from a cost model of the remaining work."""
-
-    def __init__(self, total_cost: float) -> None:
-        self.total = max(total_cost, 1e-9)
-        self.done = 0.0
-        self.start = time.perf_counter()
-
-    def stage(self, text: str) -> None:
-        elapsed = time.perf_counter() - self.start
-        frac = self.done / self.total
-        eta = f", ~{elapsed / frac * max(1 - frac, 0) / 60:.1f} min left" if 0.02 < frac < 1 else ""
-        print(f"[{NAME} {elapsed / 60:5.1f} min{eta}] {text}", flush=True)
-
-    def advance(self, cost: float) -> None:
-        self.done += cost
-
-
-def step_seconds(width: int, depth: int, tokens: int, batch: int, kind: str = "train") -> float:
-    """Rough seconds per optimizer step with 1 CPU thread on the (shared) machine this was calibrated on."""
-    if kind == "mae":  # the encoder sees a quarter of the tokens; the light decoder costs about as much
-        tokens = max(1, tokens // 4) * 2
-    if kind == "frozen":  # forward only through the encoder
-        batch = max(1, batch // 3)
-    return 0.02 + 6 * 12 * width * width * depth * tokens * batch / 4e10
-
-
 # -- data ----------------------------------------------------------------------------------------------
 def load_data(setting: Setting) -> tuple[ImageDataset, ImageDataset, ImageDataset, ImageDataset, ImageDataset]:
     """``(pretrain, train, test, probe_train, items_test)``; subsets fixed (seed 0) across seeds."""
-    full_train, full_test = load_dataset(setting.data, "train"), load_dataset(setting.data, "test")
-
-    def sub(ds: ImageDataset, n: int | None, seed: int) -> ImageDataset:
-        return ds.subset(min(n, len(ds)), seed=seed) if n else ds
-
-    return (
-        sub(full_train, setting.pretrain_subset, 0),
-        sub(full_train, setting.train_subset, 1),
-        sub(full_test, setting.test_subset, 2),
-        sub(full_train, setting.probe_train, 3),
-        full_test,
-    )
+    splits = load_splits(setting)
+    probe = subset(splits.full_train, setting.probe_train, 3)
+    return splits.pretrain, splits.train, splits.test, probe, splits.full_test
 
 
 @dataclass
@@ -399,25 +344,12 @@ def pretrain_template(
     fm = factorize(spec.build(), ranks=setting.ranks, method="tucker", init="random", seed=seed)  # as pipeline.pretrain
     hook = WidthScaling(setting.scaling, seed=seed).attach(fm) if setting.scaling != "off" else None
     if objective == "mae":
-        dim, depth, heads = setting.decoder
-        model: nn.Module = masked_model_for(
-            fm, mask_ratio=0.75, decoder_dim=dim, decoder_depth=depth, decoder_heads=heads
-        )
+        model: nn.Module = masked_model(fm, setting.decoder)
         loss_fn = masked_image_loss
     else:
         model, loss_fn = fm, classification_loss(0.1)
     loader = BatchLoader(data, setting.batch_size, image_size=spec.img_size, augment=True, seed=seed)
-    steps = setting.pretrain_steps
-    config = TrainConfig(
-        steps=steps,
-        batch_size=setting.batch_size,
-        lr=setting.pretrain_lr,
-        warmup_steps=max(1, steps // 10),
-        weight_decay=0.05,
-        seed=seed,
-        device=device,
-        log_every=max(1, steps // 5),
-    )
+    config = pretrain_config(setting, seed, device)
     result = train(model, loader, loss_fn, config, before_step=hook.set_step if hook else None)
     model.cpu().eval()
     info: dict[str, Any] = {"pretrain_loss": result.loss, "seconds": result.elapsed_s}
@@ -426,93 +358,6 @@ def pretrain_template(
         info["own_top1"] = evaluate(fm, test_loader)["top1"]
     save_template(path, fm)
     return info
-
-
-def build_target(spec: ModelSpec, init: str, template: Path | None, seed: int) -> nn.Module:
-    """A target of ``spec``: timm's init, or initialized from ``template`` with the head reset to timm's init."""
-    torch.manual_seed(seed)  # the same timm init under every method
-    model = spec.build()
-    if init != "random":
-        head = copy.deepcopy(model.head.state_dict())
-        initialize(model, template, depth="interpolate", width="slice", seed=seed)
-        model.head.load_state_dict(head)  # no trained classifier handed over
-    return model
-
-
-@torch.no_grad()
-def pooled_features(model: nn.Module, data: ImageDataset, img_size: int) -> Tensor:
-    """Mean of the patch tokens after the final norm (the usual MAE linear-probe feature), float64."""
-    model.eval()
-    loader = BatchLoader(data, min(256, len(data)), image_size=img_size, shuffle=False, drop_last=False)
-    feats = [model.forward_features(x)[:, model.num_prefix_tokens :].mean(1) for x, _ in loader]
-    return torch.cat(feats).double()
-
-
-def linear_probe(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset, img_size: int) -> float:
-    """Top-1 (percent) of a multinomial logistic regression on standardized frozen features of the
-    initialized encoder: full-batch L-BFGS with the L2 penalty of scikit-learn's default (C = 1), in
-    torch because scikit-learn's solver took ~20 s per probe on the shared CPU."""
-    x_train, x_test = pooled_features(model, train_set, img_size), pooled_features(model, test_set, img_size)
-    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
-    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
-    y_train, y_test = train_set.labels, test_set.labels
-    classes = int(max(y_train.max(), y_test.max())) + 1
-    weight = torch.zeros(x_train.shape[1], classes, dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(classes, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([weight, bias], max_iter=300, history_size=20, line_search_fn="strong_wolfe")
-
-    def closure() -> Tensor:
-        opt.zero_grad()
-        loss = F.cross_entropy(x_train @ weight + bias, y_train) + 0.5 * weight.pow(2).sum() / len(x_train)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    with torch.no_grad():
-        return 100.0 * float(((x_test @ weight + bias).argmax(1) == y_test).double().mean())
-
-
-def block_norm_ratio(model: nn.Module, reference: nn.Module) -> float:
-    """Frobenius norm of the block matrices (qkv, proj, fc1, fc2: the templated weights) of ``model``
-    over those of ``reference`` (the same architecture at timm's init). A low-rank template reconstructs
-    smaller weights than timm's init, which slows early fine-tuning."""
-    ref = dict(reference.named_parameters())
-
-    def total(params: dict[str, Tensor]) -> float:
-        return sum(
-            float(v.detach().double().pow(2).sum())
-            for k, v in params.items()
-            if k.startswith("blocks.") and v.ndim == 2
-        )
-
-    return math.sqrt(total(dict(model.named_parameters())) / total(ref))
-
-
-def finetune_classifier(
-    model: nn.Module, train_set: ImageDataset, test_set: ImageDataset, setting: Setting, seed: int, device: str
-) -> dict[str, Any]:
-    """Fine-tune all weights (AdamW, warm-up + cosine, label smoothing 0.1); top-1 on ``test_set``.
-
-    The loaders are built here from data sets loaded once per script (``pipeline.finetune_model`` loads
-    a named data set again on every call, ~3 s for Fashion-MNIST) and keep the test subset fixed.
-    """
-    steps = setting.finetune_steps
-    train_loader = BatchLoader(train_set, setting.batch_size, image_size=setting.img_size, augment=True, seed=seed)
-    test_loader = BatchLoader(
-        test_set, min(256, len(test_set)), image_size=setting.img_size, shuffle=False, drop_last=False
-    )
-    config = TrainConfig(
-        steps=steps,
-        batch_size=setting.batch_size,
-        lr=setting.finetune_lr,
-        warmup_steps=max(1, steps // 10),
-        label_smoothing=0.1,
-        seed=seed,
-        device=device,
-        log_every=max(1, steps // 5),
-    )
-    result = finetune(model, train_loader, test_loader, config)
-    return {"top1": result.final_eval["top1"], "seconds": result.elapsed_s}
 
 
 def train_segmenter(
@@ -549,17 +394,9 @@ def train_segmenter(
 
 # -- report ------------------------------------------------------------------------------------------------
 def compare(a: float, b: float, margin: float) -> str:
+    """``a - b`` with its verdict against ``margin``."""
     d = a - b
-    return f"{d:+.2f} ({'no clear difference' if abs(d) <= margin else 'better' if d > 0 else 'worse'}, ±{margin:.2f})"
-
-
-def margin_top1(a: dict[str, Any], b: dict[str, Any], key: str, n_test: int) -> float:
-    """One standard error of a difference of two mean accuracies: seed spread when there are several
-    seeds, never below the binomial error of two accuracies on ``n_test`` images."""
-    p = min(max((a[f"{key}_mean"] + b[f"{key}_mean"]) / 200.0, 0.01), 0.99)
-    binomial = 100.0 * math.sqrt(2 * p * (1 - p) / n_test)
-    seeds = math.sqrt(a[f"{key}_std"] ** 2 / a["n"] + b[f"{key}_std"] ** 2 / b["n"])
-    return max(binomial, seeds)
+    return f"{d:+.2f} ({verdict(d, margin)}, ±{margin:.2f})"
 
 
 def margin_seg(a: dict[str, Any], b: dict[str, Any], key: str) -> float:
@@ -610,7 +447,7 @@ def conclusions(stats: dict[str, dict[str, Any]], n_test: int, background_share:
     def margin(key: str, a: str, b: str) -> float:
         if key.startswith("seg_"):
             return margin_seg(stats[a], stats[b], key)
-        return margin_top1(stats[a], stats[b], key, n_test)
+        return noise_margin(stats[a], stats[b], n_test, key)
 
     lines = []
     no_help: dict[str, list[str]] = {init: [] for init in OBJECTIVES}
@@ -711,54 +548,31 @@ def plot_examples(predictions: dict[str, np.ndarray], data: SegmentationSet, pat
 
 # -- main -------------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="minutes on 2 CPU cores, 1 seed")
-    size.add_argument("--smoke", action="store_true", help="seconds, tiny data: for the tests")
-    parser.add_argument("--seeds", type=int, nargs="+", help="override the setting's seeds")
-    parser.add_argument("--data", help="override the classification / item data set (fashion_mnist, digits, ...)")
-    parser.add_argument("--pretrain-steps", type=int, help="override the pre-training steps (both objectives)")
-    parser.add_argument("--finetune-steps", type=int, help="override the classification fine-tuning steps")
-    parser.add_argument("--seg-steps", type=int, help="override the segmentation training steps")
-    parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch CPU threads (default 1: these models are too small to gain from more, and on a shared "
-        "2-core machine 2 threads ran ~5x slower than 1); 0 = torch's default",
+    def extra(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--seg-steps", type=int, help="override the segmentation training steps")
+
+    parser = make_parser(
+        __doc__,
+        NAME,
+        data_help="override the classification / item data set (fashion_mnist, digits, ...)",
+        pretrain_help="override the pre-training steps (both objectives)",
+        finetune_help="override the classification fine-tuning steps",
+        extra=extra,
     )
-    parser.add_argument("--out", type=Path, help=f"output folder (default results/{NAME}/<setting>)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the experiment; ``argv`` as on the command line (``None``: ``sys.argv[1:]``). Returns 0."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    threads = torch.get_num_threads()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    try:
-        return run(args, argv)
-    finally:
-        torch.set_num_threads(threads)  # process-wide setting: leave it as found (tests call main())
+    return run_main(argv, parse_args, run)
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     """The experiment itself (see the module docstring)."""
-    setting = SETTINGS["smoke" if args.smoke else "quick" if args.quick else "full"]
-    overrides = {
-        "seeds": tuple(args.seeds) if args.seeds else None,
-        "data": args.data,
-        "pretrain_steps": args.pretrain_steps,
-        "finetune_steps": args.finetune_steps,
-        "seg_steps": args.seg_steps,
-    }
-    setting = dataclasses.replace(setting, **{k: v for k, v in overrides.items() if v is not None})
+    setting = resolve_setting(SETTINGS, args, seg_steps=args.seg_steps)
     out = args.out or ROOT / "results" / NAME / setting.name
     cache = out / "cache" / settings_hash(setting)
-    command = command_string(argv)
+    command = command_string(NAME, argv)
     source = ModelSpec("vit", setting.depth, setting.width, 10, setting.img_size, setting.patch_size)
     target = source.with_size(*setting.target)
     tokens = (setting.img_size // setting.patch_size) ** 2 + 1
@@ -771,7 +585,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     cost_target = (setting.finetune_steps + setting.seg_steps) * step_seconds(
         target.width, target.depth, tokens, b
     ) + setting.seg_steps * step_seconds(target.width, target.depth, tokens, b, "frozen")
-    progress = Progress(len(setting.seeds) * (sum(cost_pre.values()) + len(INITS) * cost_target))
+    progress = Progress(NAME, len(setting.seeds) * (sum(cost_pre.values()) + len(INITS) * cost_target))
     print(
         f"[{NAME}] setting {setting.name}: templates {list(OBJECTIVES)} from {source.name}, target {target.name}, "
         f"{len(setting.seeds)} seed(s); estimated ~{progress.total / 60:.0f} min with 1 CPU thread (much less "
@@ -799,10 +613,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             def run_pretrain(obj: str = obj, path: Path = path, seed: int = seed) -> dict[str, Any]:
                 return pretrain_template(source, pre_set, test_set, path, setting, obj, seed, args.device)
 
-            marker = path.with_suffix(".json")
-            if marker.is_file() and not path.is_file():  # the JSON survived but the template did not: redo
-                marker.unlink()
-            info = cached(marker, run_pretrain)
+            info = cached_weights(path, run_pretrain)
             pre_info.setdefault(obj, info)
             progress.advance(cost_pre[obj])
             extra = f", own top-1 {info['own_top1']:.2f}" if "own_top1" in info else ""
@@ -813,7 +624,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             progress.stage(f"seed {seed}: {target.name} from {init}: probe, fine-tune, segmentation")
 
             def run_cls(init: str = init, template: Path | None = template, seed: int = seed) -> dict[str, Any]:
-                model = build_target(target, init, template, seed)
+                model = build_target(target, init, template, seed, reset_head=True)
                 ratio = block_norm_ratio(model, build_target(target, "random", None, seed))
                 probe = linear_probe(model, probe_set, test_set, setting.img_size)
                 result = finetune_classifier(model, train_set, test_set, setting, seed, args.device)
@@ -822,7 +633,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             def run_seg(
                 init: str = init, template: Path | None = template, seed: int = seed, frozen: bool = False
             ) -> dict[str, Any]:
-                model = build_target(target, init, template, seed)
+                model = build_target(target, init, template, seed, reset_head=True)
                 return train_segmenter(model, seg_train, seg_test, setting, seed, args.device, frozen)
 
             cls = cached(cache / f"seed{seed}" / f"{init}_classification.json", run_cls)

@@ -31,15 +31,8 @@ stages are cached under ``cache/<settings hash>/`` (the hash covers the settings
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import hashlib
-import json
-import math
-import shlex
-import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +42,6 @@ if str(ROOT) not in sys.path:  # run as a script: make the library importable wi
     sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
 
 from analysis import (  # noqa: E402
     aggregate,
@@ -62,14 +54,29 @@ from analysis import (  # noqa: E402
     template_spectra,
     write_table,
 )
-from tucker_init.data import BatchLoader, ImageDataset, load_dataset  # noqa: E402
+from experiments._ablation import (  # noqa: E402
+    Progress,
+    block_norm_ratio,
+    build_target,
+    cached,
+    cached_weights,
+    command_string,
+    finetune_classifier,
+    git_revision,
+    load_splits,
+    make_parser,
+    noise_margin,
+    resolve_setting,
+    run_main,
+    settings_hash,
+    step_seconds,
+    train_mae,
+)
+from tucker_init.data import ImageDataset  # noqa: E402
 from tucker_init.factorized import factorize  # noqa: E402
-from tucker_init.initialize import initialize  # noqa: E402
 from tucker_init.io import load_template, save_template  # noqa: E402
-from tucker_init.mae import masked_model_for  # noqa: E402
 from tucker_init.pipeline import ModelSpec, load_model, save_model  # noqa: E402
 from tucker_init.stochastic import WidthScaling  # noqa: E402
-from tucker_init.train import TrainConfig, finetune, masked_image_loss, train  # noqa: E402
 
 NAME = "rank_sweep"
 Ranks = tuple[int, int, int]
@@ -177,92 +184,11 @@ def rank_name(ranks: Ranks) -> str:
     return "x".join(str(r) for r in ranks)
 
 
-# -- small helpers (kept here: experiments/_common.py is another developer's file) ------------------
-def command_string(argv: list[str]) -> str:
-    """The exact command that reproduces this run."""
-    return shlex.join(["python", f"experiments/{NAME}.py", *argv])
-
-
-def git_revision() -> str:
-    """Short commit of the repository, ``-dirty`` when the working tree has changes; "unknown" without git."""
-    try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True, timeout=10
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def settings_hash(setting: Setting) -> str:
-    return hashlib.sha1(json.dumps(dataclasses.asdict(setting), sort_keys=True).encode()).hexdigest()[:10]
-
-
-def cached(path: Path, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """``compute()`` once: its JSON result is stored at ``path`` and read back on later runs."""
-    if path.is_file():
-        return json.loads(path.read_text())
-    result = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result))
-    tmp.replace(path)  # atomic: a half-written file never counts as done
-    return result
-
-
-class Progress:
-    """Prints each stage with elapsed time and an ETA from a cost model of the remaining work."""
-
-    def __init__(self, total_cost: float) -> None:
-        self.total = max(total_cost, 1e-9)
-        self.done = 0.0
-        self.start = time.perf_counter()
-
-    def stage(self, text: str) -> None:
-        elapsed = time.perf_counter() - self.start
-        frac = self.done / self.total
-        eta = f", ~{elapsed / frac * max(1 - frac, 0) / 60:.1f} min left" if 0.02 < frac < 1 else ""
-        print(f"[{NAME} {elapsed / 60:5.1f} min{eta}] {text}", flush=True)
-
-    def advance(self, cost: float) -> None:
-        self.done += cost
-
-
-def step_seconds(width: int, depth: int, tokens: int, batch: int, kind: str = "train") -> float:
-    """Rough seconds per optimizer step with 1 CPU thread on the (shared) machine this was calibrated on."""
-    if kind == "mae":  # the encoder sees a quarter of the tokens; the light decoder costs about as much
-        tokens = max(1, tokens // 4) * 2
-    return 0.02 + 6 * 12 * width * width * depth * tokens * batch / 4e10
-
-
-def noise_margin(a: dict[str, Any], b: dict[str, Any], n_test: int) -> float:
-    """One standard error of the difference of two mean accuracies (points): seed spread when there
-    are several seeds, never below the binomial error of two accuracies on ``n_test`` images."""
-    p = min(max((a["top1_mean"] + b["top1_mean"]) / 200.0, 0.01), 0.99)
-    binomial = 100.0 * math.sqrt(2 * p * (1 - p) / n_test)
-    seeds = math.sqrt(a["top1_std"] ** 2 / a["n"] + b["top1_std"] ** 2 / b["n"])
-    return max(binomial, seeds)
-
-
-def verdict(delta: float, margin: float) -> str:
-    if abs(delta) <= margin:
-        return "no clear difference"
-    return "better" if delta > 0 else "worse"
-
-
 # -- stages ----------------------------------------------------------------------------------------------
 def load_data(setting: Setting) -> tuple[ImageDataset, ImageDataset, ImageDataset]:
     """``(pretrain, train, test)``; the subsets are fixed (seed 0) across seeds."""
-    full_train, full_test = load_dataset(setting.data, "train"), load_dataset(setting.data, "test")
-
-    def sub(ds: ImageDataset, n: int | None, seed: int) -> ImageDataset:
-        return ds.subset(min(n, len(ds)), seed=seed) if n else ds
-
-    return (
-        sub(full_train, setting.pretrain_subset, 0),
-        sub(full_train, setting.train_subset, 1),
-        sub(full_test, setting.test_subset, 2),
-    )
+    splits = load_splits(setting)
+    return splits.pretrain, splits.train, splits.test
 
 
 def pretrain(
@@ -281,93 +207,12 @@ def pretrain(
         encoder = factorize(model, ranks=ranks, method="tucker", init="random", seed=seed)  # as pipeline.pretrain
         if setting.scaling != "off":
             hook = WidthScaling(setting.scaling, seed=seed).attach(encoder)
-    dim, depth, heads = setting.decoder
-    mae = masked_model_for(encoder, mask_ratio=0.75, decoder_dim=dim, decoder_depth=depth, decoder_heads=heads)
-    loader = BatchLoader(data, setting.batch_size, image_size=spec.img_size, augment=True, seed=seed)
-    steps = setting.pretrain_steps
-    config = TrainConfig(
-        steps=steps,
-        batch_size=setting.batch_size,
-        lr=setting.pretrain_lr,
-        warmup_steps=max(1, steps // 10),
-        weight_decay=0.05,
-        seed=seed,
-        device=device,
-        log_every=max(1, steps // 5),
-    )
-    result = train(mae, loader, masked_image_loss, config, before_step=hook.set_step if hook else None)
-    mae.cpu().eval()
-    held_out = mae_loss(mae, data, spec.img_size, seed)
+    info = train_mae(encoder, data, setting, spec.img_size, seed, device, hook)
     if ranks is None:
         save_model(path, model, spec)
     else:
         save_template(path, encoder)
-    return {"pretrain_loss": result.loss, "mae_heldout_loss": held_out, "seconds": result.elapsed_s}
-
-
-@torch.no_grad()
-def mae_loss(mae: nn.Module, data: ImageDataset, img_size: int, seed: int, n: int = 512) -> float:
-    """Masked-patch MSE on ``n`` un-augmented images with fixed masks (lower = better reconstruction)."""
-    subset = data.subset(min(n, len(data)), seed=seed + 7)
-    loader = BatchLoader(subset, min(128, len(subset)), image_size=img_size, shuffle=False, drop_last=False)
-    gen = torch.Generator().manual_seed(seed)
-    return sum(float(mae(x, generator=gen).loss) * len(x) for x, _ in loader) / len(subset)
-
-
-def finetune_classifier(
-    model: nn.Module, train_set: ImageDataset, test_set: ImageDataset, setting: Setting, seed: int, device: str
-) -> dict[str, Any]:
-    """Fine-tune all weights (AdamW, warm-up + cosine, label smoothing 0.1); top-1 on ``test_set``.
-
-    The loaders are built here from data sets loaded once per script (``pipeline.finetune_model`` loads
-    a named data set again on every call, ~3 s for Fashion-MNIST) and keep the test subset fixed.
-    """
-    steps = setting.finetune_steps
-    train_loader = BatchLoader(train_set, setting.batch_size, image_size=setting.img_size, augment=True, seed=seed)
-    test_loader = BatchLoader(
-        test_set, min(256, len(test_set)), image_size=setting.img_size, shuffle=False, drop_last=False
-    )
-    config = TrainConfig(
-        steps=steps,
-        batch_size=setting.batch_size,
-        lr=setting.finetune_lr,
-        warmup_steps=max(1, steps // 10),
-        label_smoothing=0.1,
-        eval_every=max(1, steps // setting.eval_points),
-        seed=seed,
-        device=device,
-        log_every=max(1, steps // 5),
-    )
-    result = finetune(model, train_loader, test_loader, config)
-    return {"top1": result.final_eval["top1"], "curve": result.curve("top1"), "seconds": result.elapsed_s}
-
-
-def build_target(spec: ModelSpec, source: str, path: Path | None, seed: int) -> nn.Module:
-    """A target of ``spec``: timm's init (``"random"``), the dense MAE model (``"dense"``) or a template."""
-    torch.manual_seed(seed)  # the same timm init under every method
-    model = spec.build()
-    if source == "dense":
-        dense, _ = load_model(path)
-        model.load_state_dict(dense.state_dict())
-    elif source != "random":
-        initialize(model, path, depth="interpolate", width="slice", seed=seed)
-    return model
-
-
-def block_norm_ratio(model: nn.Module, reference: nn.Module) -> float:
-    """Frobenius norm of the block matrices (qkv, proj, fc1, fc2: the templated weights) of ``model``
-    over those of ``reference`` (the same architecture at timm's init). A low-rank template reconstructs
-    smaller weights than timm's init, which slows early fine-tuning."""
-    ref = dict(reference.named_parameters())
-
-    def total(params: dict[str, Tensor]) -> float:
-        return sum(
-            float(v.detach().double().pow(2).sum())
-            for k, v in params.items()
-            if k.startswith("blocks.") and v.ndim == 2
-        )
-
-    return math.sqrt(total(dict(model.named_parameters())) / total(ref))
+    return info
 
 
 # -- analysis ------------------------------------------------------------------------------------------------
@@ -511,57 +356,26 @@ def markdown_table(rows: list[dict[str, Any]]) -> list[str]:
 
 # -- main -------------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="minutes on 2 CPU cores, 1 seed")
-    size.add_argument("--smoke", action="store_true", help="seconds, tiny data: for the tests")
-    parser.add_argument("--seeds", type=int, nargs="+", help="override the setting's seeds")
-    parser.add_argument("--data", help="override the data set (fashion_mnist, digits, mnist, ...)")
-    parser.add_argument("--pretrain-steps", type=int, help="override the MAE steps")
-    parser.add_argument("--finetune-steps", type=int, help="override the fine-tuning steps")
-    parser.add_argument("--scaling", choices=("off", "prefix", "rank"), help="width scaling during pre-training")
-    parser.add_argument(
-        "--budget", type=int, help="parameter budget for the suggested rank (default: 1/4 of the dense weights)"
-    )
-    parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch CPU threads (default 1: these models are too small to gain from more, and on a shared "
-        "2-core machine 2 threads ran ~5x slower than 1); 0 = torch's default",
-    )
-    parser.add_argument("--out", type=Path, help=f"output folder (default results/{NAME}/<setting>)")
-    return parser.parse_args(argv)
+    def extra(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--scaling", choices=("off", "prefix", "rank"), help="width scaling during pre-training")
+        parser.add_argument(
+            "--budget", type=int, help="parameter budget for the suggested rank (default: 1/4 of the dense weights)"
+        )
+
+    return make_parser(__doc__, NAME, extra=extra).parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the experiment; ``argv`` as on the command line (``None``: ``sys.argv[1:]``). Returns 0."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    threads = torch.get_num_threads()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    try:
-        return run(args, argv)
-    finally:
-        torch.set_num_threads(threads)  # process-wide setting: leave it as found (tests call main())
+    return run_main(argv, parse_args, run)
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     """The experiment itself (see the module docstring)."""
-    setting = SETTINGS["smoke" if args.smoke else "quick" if args.quick else "full"]
-    overrides = {
-        "seeds": tuple(args.seeds) if args.seeds else None,
-        "data": args.data,
-        "pretrain_steps": args.pretrain_steps,
-        "finetune_steps": args.finetune_steps,
-        "scaling": args.scaling,
-    }
-    setting = dataclasses.replace(setting, **{k: v for k, v in overrides.items() if v is not None})
+    setting = resolve_setting(SETTINGS, args, scaling=args.scaling)
     out = args.out or ROOT / "results" / NAME / setting.name
     cache = out / "cache" / settings_hash(setting)
-    command = command_string(argv)
+    command = command_string(NAME, argv)
     source = ModelSpec("vit", setting.depth, setting.width, 10, setting.img_size, setting.patch_size)
     targets = [source.with_size(d, w) for d, w in setting.targets]
     tokens = (setting.img_size // setting.patch_size) ** 2 + 1
@@ -572,7 +386,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     }
     inits_per_target = len(setting.ranks) + 1 + 1  # templates, random, dense (same size only; upper bound)
     progress = Progress(
-        len(setting.seeds) * ((len(setting.ranks) + 1) * cost_pre + inits_per_target * sum(cost_ft.values()))
+        NAME, len(setting.seeds) * ((len(setting.ranks) + 1) * cost_pre + inits_per_target * sum(cost_ft.values()))
     )
     print(
         f"[{NAME}] setting {setting.name}: {len(setting.ranks)} ranks x {len(setting.seeds)} seed(s), targets "
@@ -597,10 +411,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             def run_pretrain(ranks: Ranks | None = ranks, path: Path = path, seed: int = seed) -> dict[str, Any]:
                 return pretrain(source, pre_set, path, setting, ranks, seed, args.device)
 
-            marker = path.with_suffix(".json")
-            if marker.is_file() and not path.is_file():  # the JSON survived but the weights did not: redo
-                marker.unlink()
-            info = pre_info[(key, seed)] = cached(marker, run_pretrain)
+            info = pre_info[(key, seed)] = cached_weights(path, run_pretrain)
             progress.advance(cost_pre)
             print(f"    MAE loss {info['pretrain_loss']:.4f}, held-out {info['mae_heldout_loss']:.4f}", flush=True)
 
@@ -621,7 +432,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                     ratio = block_norm_ratio(model, build_target(spec, "random", None, seed))
                     return {
                         "norm_ratio": ratio,
-                        **finetune_classifier(model, train_set, test_set, setting, seed, args.device),
+                        **finetune_classifier(
+                            model, train_set, test_set, setting, seed, args.device, eval_points=setting.eval_points
+                        ),
                     }
 
                 result = cached(cache / f"seed{seed}" / f"{spec.name}_{init}.json", run_target)
