@@ -122,7 +122,7 @@ def run_demo(
 
     print("[3/3] table and plots", flush=True)
     provenance = (
-        f"`{command}` (seed {seed}, data {data}, {pre_steps} MAE steps at batch 128, {ft_steps} fine-tune steps "
+        f"{command} (seed {seed}, data {data}, {pre_steps} MAE steps at batch 128, {ft_steps} fine-tune steps "
         f"at batch {batch}, top-1 on {test_subset} test images)"
     )
     write_table(rows, out / "table", provenance)
