@@ -13,7 +13,6 @@ the blocks (stem, embeddings, down-sampling layers between stages, head).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -92,5 +91,3 @@ class BackboneAdapter:
             "depths": [len(s.block_names) for s in self.block_sequences(model)],
         }
 
-
-AdapterFactory = Callable[[], BackboneAdapter]

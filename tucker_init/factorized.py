@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from backbones import BackboneAdapter, get_adapter
 
 from .kronecker import kronecker_reconstruct, kronecker_svd
-from .layout import GroupLayout, ModelLayout, build_layout
+from .layout import ModelLayout, build_layout
 from .tucker import hosvd, shared_core, tucker_reconstruct
 from .validation import check_choice, check_finite, check_ranks
 
@@ -349,10 +349,3 @@ def factorize(
         template, scalers = build(tensors, layout, config, init, generator)
     return FactorizedModel(backbone, layout, config, template, scalers, adapter)
 
-
-def group_by_name(layout: ModelLayout, name: str) -> GroupLayout:
-    """The group called ``name``; a ValueError lists the names there are."""
-    for group in layout.groups:
-        if group.name == name:
-            return group
-    raise ValueError(f"no group {name!r}; groups are {[g.name for g in layout.groups]}")
