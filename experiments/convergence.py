@@ -19,10 +19,11 @@ The template is the one ``experiments/init_methods.py`` uses (same settings -> s
 Run (from the repository root):
 
     .venv/bin/python experiments/convergence.py --quick    # ~7 min on 2 busy CPU cores: 2 sizes, 1 seed
+    .venv/bin/python experiments/convergence.py --medium   # ~25 min: 1000-step template, 3 seeds
     .venv/bin/python experiments/convergence.py            # full: 3 sizes, 3 seeds (hours; estimate printed)
     .venv/bin/python experiments/convergence.py --smoke    # seconds; for the tests only
 
-Outputs in ``results/convergence/<quick|full|smoke>/``: ``convergence.md`` (command line,
+Outputs in ``results/convergence/<quick|medium|full|smoke>/``: ``convergence.md`` (command line,
 settings, speed-ups in plain words), ``speedup.csv`` / ``.md``, ``curves.csv`` / ``.md`` (every
 evaluation), ``accuracy_vs_steps_<size>.png`` (mean curves, the target accuracy dashed).
 """
@@ -88,6 +89,8 @@ PLANS: dict[str, Plan] = {
     "smoke": Plan(((1, 64),), 2, 16, 4, 16, 1e-3, 2, 64, 256),
     # Same fine-tuning as init_methods --quick, so the final accuracies can be compared.
     "quick": Plan(((3, 64), (6, 128)), 50, 32, 150, 32, 1e-3, 15, 2000),
+    # Same sources as init_methods --medium; twice its fine-tuning, to see where random init ends up.
+    "medium": Plan(((3, 64), (6, 128)), 50, 32, 400, 32, 1e-3, 25, 2000),
     "full": Plan(((3, 64), (6, 128), (12, 192)), 150, 64, 1000, 64, 1e-3, 50, None),
 }
 

@@ -31,10 +31,11 @@ depth-1 models of those widths.
 Run (from the repository root):
 
     .venv/bin/python experiments/init_methods.py --quick    # ~10-15 min on 2 busy CPU cores: 3 targets, 1 seed
+    .venv/bin/python experiments/init_methods.py --medium   # ~1.5 h: 6 targets, 1000-step sources, 3 seeds
     .venv/bin/python experiments/init_methods.py            # full: 7 targets, 3 seeds (hours; estimate printed)
     .venv/bin/python experiments/init_methods.py --smoke    # seconds; for the tests only
 
-Outputs in ``results/init_methods/<quick|full|smoke>/``: ``init_methods.md`` (command line,
+Outputs in ``results/init_methods/<quick|medium|full|smoke>/``: ``init_methods.md`` (command line,
 settings, sources, table, one sentence per size, where the template does not help),
 ``summary.csv`` / ``.md`` (mean, std, n per size and method), ``runs.csv`` / ``.md`` (every
 run), ``sources.csv`` / ``.md``, ``accuracy_vs_size.png``. Finished runs are kept in ``runs/``
@@ -117,6 +118,8 @@ class Plan:
 PLANS: dict[str, Plan] = {
     "smoke": Plan(((1, 64),), ((1, 8),), 2, 16, 3, 16, 1e-3, 64, 256),
     "quick": Plan(((3, 64), (6, 128)), ((1, 16),), 50, 32, 150, 32, 1e-3, 2000),
+    # The sizes except L12 w192 (the full setting's), the demo's fine-tuning length.
+    "medium": Plan(((3, 64), (3, 128), (3, 192), (6, 128)), ((1, 16), (1, 32)), 50, 32, 200, 32, 1e-3, 2000),
     # ~0.16 epoch of Fashion-MNIST for the scalers (150 x 64 = 9,600 images), as in SWEET.
     "full": Plan(((3, 64), (3, 128), (3, 192), (6, 128), (12, 192)), ((1, 16), (1, 32)), 150, 64, 1000, 64, 1e-3, None),
 }

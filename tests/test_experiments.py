@@ -15,7 +15,7 @@ if str(ROOT) not in sys.path:  # experiments/ is a folder of scripts, not an ins
     sys.path.insert(0, str(ROOT))
 
 from experiments import convergence, init_methods  # noqa: E402
-from experiments._common import SourceSpec, parse_seeds, provenance  # noqa: E402
+from experiments._common import SOURCE_PRESETS, SourceSpec, parse_seeds, provenance, resolve_mode  # noqa: E402
 from tucker_init.pipeline import ModelSpec  # noqa: E402
 
 
@@ -65,10 +65,15 @@ def test_scripts_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 def test_helpers() -> None:
     assert parse_seeds(None, "full") == [0, 1, 2]
     assert parse_seeds(None, "quick") == [0]
+    assert parse_seeds(None, "medium") == [0, 1, 2]
     assert parse_seeds("2", "quick") == [0, 1]
     assert parse_seeds("0,4", "full") == [0, 4]
     with pytest.raises(SystemExit):
         parse_seeds("x", "full")
+    for script in (convergence, init_methods):  # every mode has a plan and a source preset
+        for flags, mode in (([], "full"), (["--quick"], "quick"), (["--medium"], "medium"), (["--smoke"], "smoke")):
+            assert resolve_mode(script._parse(flags)) == mode
+            assert mode in script.PLANS and mode in SOURCE_PRESETS
     assert provenance(ROOT / "experiments" / "init_methods.py", ["--quick"]).endswith(
         "experiments/init_methods.py --quick"
     )
