@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from torch import nn
+from torch import Tensor, nn
 
 __all__ = ["BackboneAdapter", "BlockSequence", "default_is_primary"]
 
@@ -50,8 +50,7 @@ def sequence_of(model: nn.Module, path: str) -> BlockSequence:
     container = model.get_submodule(path)
     if not isinstance(container, (nn.Sequential, nn.ModuleList)):
         raise TypeError(
-            f"block container {path!r} must be an nn.Sequential or nn.ModuleList, "
-            f"found {type(container).__name__}"
+            f"block container {path!r} must be an nn.Sequential or nn.ModuleList, found {type(container).__name__}"
         )
     names = tuple(f"{path}.{child}" for child, _ in container.named_children())
     return BlockSequence(name=path, block_names=names)
@@ -84,10 +83,16 @@ class BackboneAdapter:
         """Target widths must be multiples of this (e.g. the head dimension of a ViT)."""
         return 1
 
+    def resize_remainder(self, model: nn.Module, name: str, value: Tensor) -> Tensor | None:
+        """A template's non-templated tensor ``name`` resized to ``model`` on the axes that are not
+        channel (width) axes, e.g. a ViT's position embedding on another patch grid; ``None`` when
+        there is nothing to resize. ``initialize()`` then maps the width axes as usual, and a tensor
+        that still does not fit stays at the target's init."""
+        return None
+
     def describe(self, model: nn.Module) -> dict[str, Any]:
         """Size facts recorded in template files, e.g. depth and width."""
         return {
             "class": type(model).__name__,
             "depths": [len(s.block_names) for s in self.block_sequences(model)],
         }
-

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from timm.layers import resample_abs_pos_embed, resample_patch_embed
 from timm.models.vision_transformer import VisionTransformer
-from torch import nn
+from torch import Tensor, nn
 
 from .base import BackboneAdapter, BlockSequence, sequence_of
 
@@ -26,6 +28,23 @@ class ViTAdapter(BackboneAdapter):
     def width_multiple(self, model: nn.Module) -> int:
         # Width must keep whole heads: d' = heads' * head_dim.
         return model.blocks[0].attn.head_dim
+
+    def resize_remainder(self, model: nn.Module, name: str, value: Tensor) -> Tensor | None:
+        """Another image or patch size: the position embedding ``(1, prefix + h*w, d)`` is resampled
+        bicubically to the target's patch grid (prefix tokens kept), the patch kernel ``(d, 3, p, p)``
+        with FlexiViT's pseudo-inverse rule; both with timm's functions. Square source grids only."""
+        if name == "pos_embed" and value.ndim == 3 and value.shape[1] != model.pos_embed.shape[1]:
+            prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
+            side = math.isqrt(value.shape[1] - prefix)
+            if side * side != value.shape[1] - prefix:
+                return None
+            grid = list(model.patch_embed.grid_size)
+            return resample_abs_pos_embed(value, new_size=grid, old_size=[side, side], num_prefix_tokens=prefix)
+        if name == "patch_embed.proj.weight" and value.ndim == 4:
+            kernel = list(model.patch_embed.proj.weight.shape[-2:])
+            if list(value.shape[-2:]) != kernel:
+                return resample_patch_embed(value, kernel)
+        return None
 
     def describe(self, model: nn.Module) -> dict[str, Any]:
         attn = model.blocks[0].attn

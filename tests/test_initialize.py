@@ -127,9 +127,7 @@ def test_learn_lowers_the_loss(template):
     after, report = initialize(vit(3, 64), template, learn=config, return_report=True)
     assert _ce(after, batch) < _ce(before, batch)
     assert report.losses[-1] < report.losses[0]
-    assert type(after).__name__ == "VisionTransformer" and all(
-        type(p) is nn.Parameter for p in after.parameters()
-    )
+    assert type(after).__name__ == "VisionTransformer" and all(type(p) is nn.Parameter for p in after.parameters())
     # Only the scalers moved: the remainder is the same as without learning.
     assert torch.equal(after.head.weight, before.head.weight)
     # A user loss on the model, budget in epochs; depth="learn" trains X only.
@@ -247,9 +245,7 @@ def test_errors(template, tucker_fm):
         initialize(tiny_vit(depth=2, embed_dim=48, num_heads=3), kron)
     with pytest.raises(ValueError, match=r"interpolate.*not defined for Kronecker"):
         initialize(tiny_vit(depth=2, embed_dim=64, num_heads=4), kron, width="interpolate")
-    with pytest.raises(
-        ValueError, match=r"depth must be one of \['select', 'interpolate', 'learn'\], found 'deep'"
-    ):
+    with pytest.raises(ValueError, match=r"depth must be one of \['select', 'interpolate', 'learn'\], found 'deep'"):
         initialize(vit(2, 64), template, depth="deep")
     with pytest.raises(ValueError, match=r"width must be one of"):
         initialize(vit(2, 64), template, width=3)
@@ -282,3 +278,25 @@ def test_errors(template, tucker_fm):
     resnet = factorize(deep_stem((16, 32, 64, 128), 8), ranks="full", share=False)
     with pytest.raises(ValueError, match=r"different unit widths.*at any depth"):
         initialize(deep_stem((8, 16, 32, 64), 4), resnet)
+
+
+def test_other_image_and_patch_size_resamples_embeddings(template):
+    from timm.layers import resample_abs_pos_embed, resample_patch_embed
+
+    src = template.remainder
+    # 64 px at patch 8: an 8x8 grid instead of the template's 4x4; width sliced to 128 as well.
+    bigger, report = initialize(vit(6, 128, img_size=64), template, return_report=True)
+    expected = resample_abs_pos_embed(src["pos_embed"], new_size=[8, 8], old_size=[4, 4], num_prefix_tokens=1)
+    torch.testing.assert_close(bigger.pos_embed.data, expected[..., :128])
+    assert report["pos_embed"] == "interpolated"
+    # Patch 4 at 32 px: the 8x8 patch kernel resampled to 4x4 (FlexiViT), the grid to 8x8.
+    finer, report = initialize(vit(6, 192, patch_size=4), template, return_report=True)
+    torch.testing.assert_close(
+        finer.patch_embed.proj.weight.data, resample_patch_embed(src["patch_embed.proj.weight"], [4, 4])
+    )
+    assert report["patch_embed.proj.weight"] == "interpolated"
+    assert report["patch_embed.proj.bias"] == "copied"
+    with torch.no_grad():
+        for model, size in ((bigger, 64), (finer, 32)):
+            out = model(torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)))
+            assert out.shape == (2, 10) and torch.isfinite(out).all()

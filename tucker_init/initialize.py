@@ -633,6 +633,7 @@ def _map_remainder(
     target_layout: ModelLayout,
     matches: list[GroupMatch],
     report: InitReport,
+    adapter: BackboneAdapter,
 ) -> dict[str, Tensor]:
     source_state = {**template.remainder, **template.buffers}
     templated = target_layout.templated_names()
@@ -656,12 +657,16 @@ def _map_remainder(
             block = block.rpartition(".")[0]
         if located is None:
             src = source_state.get(name)
+            resized = None if src is None else adapter.resize_remainder(target, name, src)
+            if resized is not None:  # e.g. a position embedding on another patch grid
+                src = resized
             maps = None if src is None else _axis_maps_for(tuple(src.shape), tuple(current.shape), candidates)
             if maps is None:
                 report.set(name, "target-init", current.shape)
                 continue
             value, interp, changed = _map_tensor(src, maps, current)
             out[name] = value
+            interp |= resized is not None
             report.set(name, "interpolated" if interp else ("selected" if changed else "copied"), current.shape)
             continue
 
@@ -828,7 +833,7 @@ def initialize(
     template_t = {k: v.to(dtype) for k, v in _target_template(wt, config, target_layout, matches).items()}
 
     report = InitReport(method=f"{wt.config.method} template (depth={depth}, width={width})")
-    remainder = _map_remainder(wt, target_model, target_layout, matches, report)
+    remainder = _map_remainder(wt, target_model, target_layout, matches, report, found)
     with torch.no_grad():
         for name, value in remainder.items():
             state[name].copy_(value)
