@@ -3,7 +3,8 @@ accuracy of a randomly initialized twin?
 
 For a few ViT target sizes, the target is fine-tuned twice with the same budget (steps, batch,
 lr, schedule, data order): once from random init (timm's default) and once from the Tucker
-template (SWEET: MAE + width-wise stochastic scaling "prefix"). By default the template init
+template (SWEET: MAE, width-wise stochastic scaling ``--tucker-scaling``, default ``off`` as in
+``init_methods.py``, whose cached template it reuses). By default the template init
 learns the target's scalers first (``tucker_learned``, a small labelled budget that is reported
 separately); ``--template-init tucker`` uses the depth / width rules only. Top-1 on fixed test
 images is measured before fine-tuning (step 0) and every ``eval_every`` steps.
@@ -107,6 +108,12 @@ def _parse(argv: list[str] | None):
     parser.add_argument("--learn-steps", type=int, default=None, help="scaler-learning steps (tucker_learned)")
     parser.add_argument("--finetune-steps", type=int, default=None, help="fine-tuning steps")
     parser.add_argument("--eval-every", type=int, default=None, help="steps between evaluations")
+    parser.add_argument(
+        "--tucker-scaling",
+        choices=("off", "prefix", "rank"),
+        default="off",
+        help="width scaling of the template's pre-training (default off, as in init_methods.py)",
+    )
     return parser.parse_args(argv)
 
 
@@ -248,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         data=data,
         seed=preset.seed,
         ranks=preset.vit_tucker_ranks,
-        scaling="prefix",
+        scaling=args.tucker_scaling,
         train_subset=preset.train_subset,
     )
     targets = [ModelSpec("vit", d, w) for d, w in plan.targets]

@@ -13,7 +13,8 @@ Methods (the names of the initializer registry, ``tucker_init.initializers``):
 - ``linear_expansion``: ``theta_l = A + (l/L) B`` fitted over the dense source's layers (TLEG).
 - ``kronecker``: a Kronecker template (WAVE / WeiT), MAE-trained; the target's scalers are
   learned on labelled data for a small budget before fine-tuning.
-- ``tucker``: a Tucker template (SWEET: MAE + width-wise stochastic scaling "prefix"); target
+- ``tucker``: a Tucker template (SWEET: MAE, width-wise stochastic scaling ``--tucker-scaling``,
+  default ``off``: ``stochastic_scaling.py`` found prefix masks no better than none); target
   scalers by the rules only (depth ``interpolate``, width ``slice``), nothing learned.
 - ``tucker_learned``: the same template, target scalers learned like ``kronecker``'s.
 - ``pretrained``: direct MAE pre-training of the target size with the same budget, copied.
@@ -94,8 +95,8 @@ METHOD_NOTES = {
     "weight_selection": "uniform selection from the dense MAE source",
     "linear_expansion": "TLEG fit over the dense MAE source's layers",
     "kronecker": "Kronecker template (MAE), scalers learned",
-    "tucker": "Tucker template (MAE + prefix scaling), rules only (depth interpolate, width slice)",
-    "tucker_learned": "Tucker template (MAE + prefix scaling), scalers learned",
+    "tucker": "Tucker template (MAE, width scaling {scaling}), rules only (depth interpolate, width slice)",
+    "tucker_learned": "Tucker template (MAE, width scaling {scaling}), scalers learned",
     "pretrained": "MAE on the target itself, same budget",
 }
 
@@ -145,11 +146,19 @@ def _parse(argv: list[str] | None):
         "--learn-steps", type=int, default=None, help="scaler-learning steps (kronecker, tucker_learned)"
     )
     parser.add_argument("--finetune-steps", type=int, default=None, help="fine-tuning steps of every run")
+    parser.add_argument(
+        "--tucker-scaling",
+        choices=("off", "prefix", "rank"),
+        default="off",
+        help="width-wise stochastic scaling of the ViT Tucker template's pre-training (default off: in "
+        "stochastic_scaling.py --quick prefix masks did not raise fine-tuned accuracy at any width)",
+    )
     return parser.parse_args(argv)
 
 
-def build_families(preset: SourcePreset, plan: Plan) -> list[Family]:
-    """The ViT family and one ResNet family per target width."""
+def build_families(preset: SourcePreset, plan: Plan, vit_scaling: str = "off") -> list[Family]:
+    """The ViT family (Tucker template pre-trained with width scaling ``vit_scaling``) and one
+    ResNet family per target width."""
 
     def sources(model: ModelSpec, tucker_ranks: tuple[int, int, int], kron_ranks, scaling: str):
         common = {
@@ -171,7 +180,7 @@ def build_families(preset: SourcePreset, plan: Plan) -> list[Family]:
         model = ModelSpec("vit", *preset.vit_source)
         targets = [ModelSpec("vit", d, w) for d, w in plan.vit_targets]
         families.append(
-            Family("ViT", model, targets, *sources(model, preset.vit_tucker_ranks, preset.vit_kron_ranks, "prefix"))
+            Family("ViT", model, targets, *sources(model, preset.vit_tucker_ranks, preset.vit_kron_ranks, vit_scaling))
         )
     for width in sorted({w for _, w in plan.resnet_targets}):
         model = ModelSpec("resnet", preset.resnet_source_depth, width)
@@ -326,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"init_methods ({mode}): {command}")
     log(f"methods {methods}; seeds {seeds}; data {data}; output {out}; cache {cache}")
 
-    families = build_families(preset, plan)
+    families = build_families(preset, plan, args.tucker_scaling)
     needed: dict[str, SourceSpec] = {}  # cache key -> source, every source pre-trained once
     for fam in families:
         if {"weight_selection", "linear_expansion"} & set(methods):
@@ -514,6 +523,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sentences, no_help = verdicts(summary, target_names, methods)
     table = _pivot(summary, target_names, methods)
+    vit_scaling = next((f.tucker.scaling for f in families if f.source_model.family == "vit"), "off")
     report = [
         f"Produced by: `{command}`",
         "",
@@ -532,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{fmt_duration(sum((r['init_s'] or 0) + (r['finetune_s'] or 0) for r in ok_rows))} initializing and "
         f"fine-tuning (this invocation: {fmt_duration(elapsed)}, finished runs and sources are reused).",
         "",
-        "Methods: " + "; ".join(f"`{m}` = {METHOD_NOTES[m]}" for m in methods) + ".",
+        "Methods: " + "; ".join(f"`{m}` = {METHOD_NOTES[m].format(scaling=vit_scaling)}" for m in methods) + ".",
         "",
         "## Top-1 (%) after fine-tuning",
         "",
