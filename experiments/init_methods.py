@@ -24,10 +24,9 @@ MAE budget (steps, batch, lr) on the same unlabelled training images, and are ca
 ``results/cache/`` (reused by ``experiments/convergence.py``). Sources are pre-trained once
 (seed 0); the seeds vary the target's own init, the scaler learning and the fine-tuning.
 
-ResNet: ``initialize()`` refuses to change a ResNet template's width (its stages have groups of
-different unit widths, so channels could not stay aligned); depth changes work. So each ResNet
-width gets its own sources (dense model and templates at depth 2) and the ResNet targets are
-depth-1 models of those widths.
+ResNet: each ResNet width gets its own sources (dense model and templates at depth 2) and the
+ResNet targets are depth-1 models of those widths, so the ResNet rows compare methods on a depth
+change only.
 
 Run (from the repository root):
 
@@ -580,8 +579,8 @@ def _notes(families: list[Family], preset: SourcePreset, plan: Plan, mode: str) 
     notes = [f"- {fam.name} sources are made on {fam.source_model.name}." for fam in families]
     if any(fam.source_model.family == "resnet" for fam in families):
         notes.append(
-            "- ResNet: `initialize()` refuses width changes of ResNet templates, so each ResNet width has its own "
-            f"sources at depth {preset.resnet_source_depth} and the ResNet targets only change depth. Their "
+            f"- ResNet: each ResNet width has its own sources at depth {preset.resnet_source_depth} and the "
+            "ResNet targets only change depth (a depth-only comparison of all methods). Their "
             "Tucker core has the largest ranks a shared core allows and no width scaling (there is no width "
             "change to prepare for)."
         )

@@ -8,7 +8,7 @@ import pytest
 import torch
 from _models import perturb, tiny_resnet, tiny_vit
 from timm.models.resnet import BasicBlock, ResNet
-from torch import nn
+from torch import Tensor, nn
 
 from tucker_init import WeightTemplate, factorize, save_template
 from tucker_init.initialize import InitReport, LearnConfig, depth_map, initialize, width_map
@@ -270,14 +270,55 @@ def test_errors(template, tucker_fm):
     narrow = ResNet(BasicBlock, layers=(2, 2, 2, 2), channels=(8, 16, 32, 64), num_classes=10)
     with pytest.raises(ValueError, match=r"does not match template group 'layer1"):
         initialize(narrow, resnet)
+    # ... and a Kronecker template cannot change the width of a ResNet (groups of different unit widths).
+    kron = factorize(_deep_stem((16, 32, 64, 128), 8), ranks=(8, 8, 8), method="kronecker", share=False)
+    with pytest.raises(ValueError, match=r"width changes of Kronecker templates need one unit width"):
+        initialize(_deep_stem((8, 16, 32, 64), 4), kron)
 
-    # ... and of the same proportions at half the width: a stage's first block has another unit width.
-    def deep_stem(channels, stem):
-        return ResNet(BasicBlock, (2, 2, 2, 2), channels=channels, stem_width=stem, stem_type="deep")
 
-    resnet = factorize(deep_stem((16, 32, 64, 128), 8), ranks="full", share=False)
-    with pytest.raises(ValueError, match=r"different unit widths.*at any depth"):
-        initialize(deep_stem((8, 16, 32, 64), 4), resnet)
+def _deep_stem(channels, stem) -> ResNet:
+    return ResNet(BasicBlock, (2, 2, 2, 2), channels=channels, stem_width=stem, stem_type="deep", num_classes=10)
+
+
+@pytest.mark.parametrize("channels, stem", [((8, 16, 32, 64), 4), ((24, 48, 96, 192), 12)])
+def test_resnet_width_change_keeps_channels_aligned(channels, stem):
+    # A stage's first block has unit width gcd(in, out) = 16 for 16 -> 32 channels, the rest 32: every
+    # group maps each 16-channel unit alike (first 8 of every 16 at half width; 16 of every 24 plus 8
+    # fresh at 1.5x), so a lossless template gives the source's weights on those channels in every layer.
+    torch.manual_seed(0)
+    source = perturb(_deep_stem((16, 32, 64, 128), 8)).eval()
+    fm = factorize(source, ranks="full", share=False)
+    torch.manual_seed(1)
+    target, report = initialize(_deep_stem(channels, stem), fm, width="slice", return_report=True)
+    src = source.state_dict()
+
+    def positions(n: int, n_new: int) -> tuple[Tensor, Tensor]:
+        """Source channels of each 16-unit kept, and where they land in the target."""
+        unit_new = n_new // (n // 16)
+        kept = torch.arange(min(16, unit_new))
+        return (
+            torch.cat([k * 16 + kept for k in range(n // 16)]),
+            torch.cat([k * unit_new + kept for k in range(n // 16)]),
+        )
+
+    checked = 0
+    for name, value in target.state_dict().items():
+        if name not in report or report[name] == "target-init":
+            continue
+        expected = src[name]
+        for dim, (n, n_new) in enumerate(zip(expected.shape, value.shape, strict=True)):
+            if n != n_new:
+                from_src, to_tgt = positions(n, n_new)
+                expected, value = expected.index_select(dim, from_src), value.index_select(dim, to_tgt)
+        torch.testing.assert_close(value, expected, atol=1e-5, rtol=1e-5, msg=name)
+        checked += 1
+    assert report["layer3.0.conv1.weight"] == "template" and report["fc.weight"] == "selected"
+    assert checked > 60  # every block weight and norm, and the head (the 8-wide stem has no 16-unit)
+    with torch.no_grad():
+        assert torch.isfinite(target(IMAGES)).all()
+    interpolated = initialize(_deep_stem(channels, stem), fm, width="interpolate")
+    with torch.no_grad():
+        assert torch.isfinite(interpolated(IMAGES)).all()
 
 
 def test_other_image_and_patch_size_resamples_embeddings(template):

@@ -498,21 +498,43 @@ def _plan(
                 )
         matches.append(GroupMatch(i, j, depth_map(g.depth, h.depth, depth), width_map(d, d_new, width)))
 
-    if any(source.groups[m.source].width != target.groups[m.target].width for m in matches):
-        # Channel maps of groups in one sequence must agree on the shared (residual) channels;
-        # with different unit widths (ResNet: a stage's first block has d = its input width) the
-        # per-chunk maps of one group and the prefix map of the other disagree.
-        for seq in {_sequence(g) for g in source.groups}:
-            widths = sorted({g.width for g in source.groups if _sequence(g) == seq})
-            if len(widths) > 1:
-                now = {source.groups[m.source].name: target.groups[m.target].width for m in matches}
-                raise ValueError(
-                    f"the template's sequence {seq!r} has groups of different unit widths {widths}, so a "
-                    "width change cannot keep its channels aligned; this template can initialize targets "
-                    "of its own widths at any depth. Template group widths: "
-                    f"{ {g.name: g.width for g in source.groups} }, target: {now}"
-                )
+    if any(source.groups[m.source].width != target.groups[m.target].width for m in matches) and any(
+        len({g.width for g in source.groups if _sequence(g) == seq}) > 1 for seq in map(_sequence, source.groups)
+    ):
+        matches = _unit_width_maps(config, source, target, matches, width)
     return matches
+
+
+def _unit_width_maps(
+    config: TemplateConfig, source: ModelLayout, target: ModelLayout, matches: list[GroupMatch], width: str
+) -> list[GroupMatch]:
+    """Width maps that keep channels aligned when one sequence has groups of different unit widths.
+
+    A ResNet stage's first block has d = gcd(in, out) (e.g. 16 for 16 -> 32 channels) and the rest
+    d = 32: slicing each group's own d would keep channels {0..7, 16..23} in one and {0..15} in the
+    other. Instead every group maps each chunk of the common unit u = gcd(all d) the same way,
+    ``width_map(u, u')`` tiled d / u times, so all groups (and the stem, head and down-sampling
+    tensors between them) agree on every channel. Needs one width factor u' / u for all groups.
+    """
+    widths = [(source.groups[m.source].width, target.groups[m.target].width) for m in matches]
+    now = {source.groups[m.source].name: pair for m, pair in zip(matches, widths, strict=True)}
+    if config.method == "kronecker":
+        raise ValueError(
+            "width changes of Kronecker templates need one unit width per block sequence; this template's "
+            f"groups have unit widths (template -> target) {now}. Initialize targets of the template's own "
+            "widths (any depth), or use a Tucker template"
+        )
+    unit = math.gcd(*(d for d, _ in widths))
+    new_units = {d_new * unit / d for d, d_new in widths}
+    if len(new_units) != 1 or not float(next(iter(new_units))).is_integer():
+        raise ValueError(
+            "the template's block sequences have groups of different unit widths, so a width change must "
+            f"scale every group by one factor f with f * {unit} an integer (e.g. all channels halved); found "
+            f"unit widths (template -> target) {now}"
+        )
+    unit_new = int(next(iter(new_units)))
+    base = width_map(unit, unit_new, width)
+    return [GroupMatch(m.source, m.target, m.depth, base.tile(source.groups[m.source].width // unit)) for m in matches]
 
 
 def _random_rows(like: Tensor, rows: int, dim: int, generator: torch.Generator, per_column: bool) -> Tensor:
