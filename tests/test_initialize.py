@@ -294,6 +294,9 @@ def test_resnet_width_change_keeps_channels_aligned(channels, stem):
 
     def positions(n: int, n_new: int) -> tuple[Tensor, Tensor]:
         """Source channels of each 16-unit kept, and where they land in the target."""
+        if n < 16:  # the deep stem's 8 channels scale by the same factor
+            kept = torch.arange(min(n, n_new))
+            return kept, kept
         unit_new = n_new // (n // 16)
         kept = torch.arange(min(16, unit_new))
         return (
@@ -301,9 +304,9 @@ def test_resnet_width_change_keeps_channels_aligned(channels, stem):
             torch.cat([k * unit_new + kept for k in range(n // 16)]),
         )
 
-    checked = 0
+    assert "target-init" not in report.counts()
     for name, value in target.state_dict().items():
-        if name not in report or report[name] == "target-init":
+        if name not in report:  # num_batches_tracked
             continue
         expected = src[name]
         for dim, (n, n_new) in enumerate(zip(expected.shape, value.shape, strict=True)):
@@ -311,9 +314,8 @@ def test_resnet_width_change_keeps_channels_aligned(channels, stem):
                 from_src, to_tgt = positions(n, n_new)
                 expected, value = expected.index_select(dim, from_src), value.index_select(dim, to_tgt)
         torch.testing.assert_close(value, expected, atol=1e-5, rtol=1e-5, msg=name)
-        checked += 1
     assert report["layer3.0.conv1.weight"] == "template" and report["fc.weight"] == "selected"
-    assert checked > 60  # every block weight and norm, and the head (the 8-wide stem has no 16-unit)
+    assert report["conv1.3.weight"] == "selected"
     with torch.no_grad():
         assert torch.isfinite(target(IMAGES)).all()
     interpolated = initialize(_deep_stem(channels, stem), fm, width="interpolate")

@@ -475,7 +475,8 @@ def _check_vit(template: WeightTemplate, target: nn.Module, adapter: BackboneAda
 
 def _plan(
     template: WeightTemplate, source: ModelLayout, target: ModelLayout, depth: str, width: str
-) -> list[GroupMatch]:
+) -> tuple[list[GroupMatch], tuple[int, int, str] | None]:
+    """The group matches, and ``(u, u', rule)`` when all widths follow one unit map (else None)."""
     pairs = match_groups(source, target)
     config = template.config
     matches = []
@@ -501,20 +502,21 @@ def _plan(
     if any(source.groups[m.source].width != target.groups[m.target].width for m in matches) and any(
         len({g.width for g in source.groups if _sequence(g) == seq}) > 1 for seq in map(_sequence, source.groups)
     ):
-        matches = _unit_width_maps(config, source, target, matches, width)
-    return matches
+        return _unit_width_maps(config, source, target, matches, width)
+    return matches, None
 
 
 def _unit_width_maps(
     config: TemplateConfig, source: ModelLayout, target: ModelLayout, matches: list[GroupMatch], width: str
-) -> list[GroupMatch]:
+) -> tuple[list[GroupMatch], tuple[int, int, str]]:
     """Width maps that keep channels aligned when one sequence has groups of different unit widths.
 
     A ResNet stage's first block has d = gcd(in, out) (e.g. 16 for 16 -> 32 channels) and the rest
     d = 32: slicing each group's own d would keep channels {0..7, 16..23} in one and {0..15} in the
     other. Instead every group maps each chunk of the common unit u = gcd(all d) the same way,
     ``width_map(u, u')`` tiled d / u times, so all groups (and the stem, head and down-sampling
-    tensors between them) agree on every channel. Needs one width factor u' / u for all groups.
+    tensors between them) agree on every channel. Needs one width factor u' / u for all groups;
+    remainder axes narrower than u (a deep stem's 32 channels when u = 64) scale by it too.
     """
     widths = [(source.groups[m.source].width, target.groups[m.target].width) for m in matches]
     now = {source.groups[m.source].name: pair for m, pair in zip(matches, widths, strict=True)}
@@ -534,7 +536,8 @@ def _unit_width_maps(
         )
     unit_new = int(next(iter(new_units)))
     base = width_map(unit, unit_new, width)
-    return [GroupMatch(m.source, m.target, m.depth, base.tile(source.groups[m.source].width // unit)) for m in matches]
+    tiled = [GroupMatch(m.source, m.target, m.depth, base.tile(source.groups[m.source].width // unit)) for m in matches]
+    return tiled, (unit, unit_new, width)
 
 
 def _random_rows(like: Tensor, rows: int, dim: int, generator: torch.Generator, per_column: bool) -> Tensor:
@@ -599,10 +602,14 @@ def _target_template(
 
 # --------------------------------------------------------------------------------- remainder
 def _axis_maps_for(
-    src_shape: tuple[int, ...], tgt_shape: tuple[int, ...], candidates: list[tuple[int, int, AxisMap]]
+    src_shape: tuple[int, ...],
+    tgt_shape: tuple[int, ...],
+    candidates: list[tuple[int, int, AxisMap]],
+    unit: tuple[int, int, str] | None = None,
 ) -> list[AxisMap | None] | None:
     """Per axis: ``None`` (same size, identity) or the width map of a ``(d, d', map)`` candidate
-    whose chunk count fits; the whole tensor is ``None`` when some axis cannot be mapped."""
+    whose chunk count fits, else (with ``unit = (u, u', rule)``) ``width_map(n, n u'/u, rule)``;
+    the whole tensor is ``None`` when some axis cannot be mapped."""
     if len(src_shape) != len(tgt_shape):
         return None
     maps: list[AxisMap | None] = []
@@ -611,6 +618,8 @@ def _axis_maps_for(
             maps.append(None)
             continue
         fits = [(n // d, wmap) for d, d_new, wmap in candidates if n % d == 0 and n_new == (n // d) * d_new]
+        if not fits and unit is not None and n * unit[1] == n_new * unit[0]:
+            fits = [(1, width_map(n, n_new, unit[2]))]
         if not fits:
             return None
         fits.sort(key=lambda c: c[0])  # prefer a = 1: a residual-stream axis, not an inner chunked one
@@ -656,6 +665,7 @@ def _map_remainder(
     matches: list[GroupMatch],
     report: InitReport,
     adapter: BackboneAdapter,
+    unit: tuple[int, int, str] | None = None,
 ) -> dict[str, Tensor]:
     source_state = {**template.remainder, **template.buffers}
     templated = target_layout.templated_names()
@@ -682,7 +692,7 @@ def _map_remainder(
             resized = None if src is None else adapter.resize_remainder(target, name, src)
             if resized is not None:  # e.g. a position embedding on another patch grid
                 src = resized
-            maps = None if src is None else _axis_maps_for(tuple(src.shape), tuple(current.shape), candidates)
+            maps = None if src is None else _axis_maps_for(tuple(src.shape), tuple(current.shape), candidates, unit)
             if maps is None:
                 report.set(name, "target-init", current.shape)
                 continue
@@ -831,7 +841,7 @@ def initialize(
     if wt.family == "vit":
         _check_vit(wt, target_model, found)
     target_layout = build_layout(target_model, found)
-    matches = _plan(wt, wt.layout, target_layout, depth, width)
+    matches, unit = _plan(wt, wt.layout, target_layout, depth, width)
 
     state = _target_state(target_model)
     # Scalers and template in the target's dtype, so a learned run can call the backbone directly.
@@ -855,7 +865,7 @@ def initialize(
     template_t = {k: v.to(dtype) for k, v in _target_template(wt, config, target_layout, matches).items()}
 
     report = InitReport(method=f"{wt.config.method} template (depth={depth}, width={width})")
-    remainder = _map_remainder(wt, target_model, target_layout, matches, report, found)
+    remainder = _map_remainder(wt, target_model, target_layout, matches, report, found, unit)
     with torch.no_grad():
         for name, value in remainder.items():
             state[name].copy_(value)
