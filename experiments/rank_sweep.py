@@ -195,7 +195,8 @@ def pretrain(
     spec: ModelSpec, data: ImageDataset, path: Path, setting: Setting, ranks: Ranks | None, seed: int, device: str
 ) -> dict[str, Any]:
     """MAE pre-training of a Tucker template at ``ranks`` (RMS-matched random start as in
-    ``pipeline.pretrain``, width scaling ``setting.scaling``), or of the dense model when ``ranks`` is None; writes ``path``.
+    ``pipeline.pretrain``, width scaling ``setting.scaling``), or of the dense model when ``ranks``
+    is None; writes ``path``.
 
     Written against the library's pieces rather than ``pipeline.pretrain`` because that one does not
     expose the MAE decoder size, and the default decoder costs ~3x the small encoder on a CPU.

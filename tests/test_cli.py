@@ -130,6 +130,20 @@ def test_pretrain_a_resnet_template_at_32px(tmp_path):
     assert load_template(result.path).family == "resnet"
 
 
+def test_resnetd_template_initializes_other_widths(tmp_path):
+    from tucker_init.pipeline import init_model, pretrain
+
+    spec = ModelSpec("resnetd", depth=2, width=16, img_size=32)
+    result = pretrain(spec, "digits", tmp_path, ranks=(9, 16, 16), steps=2, batch_size=8, device="cpu")
+    for depth, width in [(1, 8), (3, 24)]:
+        model, report = init_model(spec.with_size(depth, width), result.path)
+        assert "target-init" not in report.counts()
+        with torch.no_grad():
+            assert torch.isfinite(model(torch.randn(2, 3, 32, 32))).all()
+    with pytest.raises(ValueError, match=r"resnetd width must be even \(its stem is width / 2 wide\), found 15"):
+        ModelSpec("resnetd", depth=1, width=15).build()
+
+
 def test_loaders_keep_train_and_test_apart():
     from tucker_init import load_dataset
     from tucker_init.pipeline import make_loaders

@@ -24,7 +24,9 @@ __all__ = ["build_parser", "main"]
 
 def _add_model(p: argparse.ArgumentParser, *, required_size: bool = False) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", default="vit", help="vit | resnet | convnext (sized by --depth/--width), default vit")
+    g.add_argument(
+        "--model", default="vit", help="vit | resnet | resnetd | convnext (sized by --depth/--width), default vit"
+    )
     g.add_argument("--depth", type=int, default=None if required_size else 6, help="blocks (ViT) or blocks per stage")
     g.add_argument("--width", type=int, default=None if required_size else 128, help="ViT width (64 * heads)")
     g.add_argument("--num-classes", type=int, default=10)

@@ -1,8 +1,9 @@
 """Model factory used by the CLI, the demo and the experiments: sizes by depth and width.
 
 ``create_model("vit", depth=6, width=128)`` builds a timm ``VisionTransformer`` for small
-images (head dimension 64, so width = 64 * heads); ``"resnet"`` and ``"convnext"`` build
-timm CNNs whose stage widths scale with ``width``; any other name goes to
+images (head dimension 64, so width = 64 * heads); ``"resnet"``, ``"resnetd"`` and
+``"convnext"`` build timm CNNs whose stage widths scale with ``width`` (``"resnetd"``: the
+ResNet-D deep stem, which scales too, so its templates can change width); any other name goes to
 ``timm.create_model`` unchanged (e.g. ``"resnet18"``, ``"deit_tiny_patch16_224"``).
 """
 
@@ -18,7 +19,7 @@ from torch import nn
 
 __all__ = ["FAMILIES", "create_model", "parse_size", "size_name"]
 
-FAMILIES = ("vit", "resnet", "convnext")
+FAMILIES = ("vit", "resnet", "resnetd", "convnext")
 HEAD_DIM = 64
 
 
@@ -36,7 +37,7 @@ def create_model(
     """A model of the family ``name`` at the given depth and width.
 
     Args:
-        name: ``"vit"``, ``"resnet"``, ``"convnext"`` or any timm model name.
+        name: ``"vit"``, ``"resnet"``, ``"resnetd"``, ``"convnext"`` or any timm model name.
         depth: ViT blocks; CNNs: blocks per stage in the last three stages (the first has
             ``max(1, depth // 2)``), so depth 2 gives a ResNet-18-like ``(1, 2, 2, 2)``.
         width: ViT embedding width (a multiple of 64); CNNs: first-stage width (stages
@@ -60,13 +61,19 @@ def create_model(
             num_heads=width // HEAD_DIM,
             **kwargs,
         )
-    if name in ("resnet", "convnext"):
+    if name in ("resnet", "resnetd", "convnext"):
         depth, width = depth or 2, width or 32
         if depth < 1 or width < 1:
             raise ValueError(f"{name} depth and width must be positive, found depth={depth}, width={width}")
         depths = (max(1, depth // 2), depth, depth, depth)
         widths = tuple(width * 2**i for i in range(4))
-        if name == "resnet":
+        if name == "resnetd":
+            # Deep stem: 3x3 convs of width/2, width/2, width channels (timm's plain stem is 64 wide
+            # at every width, so a plain ResNet's first block changes proportions with the width).
+            if width % 2:
+                raise ValueError(f"resnetd width must be even (its stem is width / 2 wide), found {width}")
+            kwargs = {"stem_type": "deep", "stem_width": width // 2} | kwargs
+        if name in ("resnet", "resnetd"):
             return ResNet(
                 BasicBlock,
                 layers=depths,
