@@ -84,6 +84,7 @@ from experiments._common import (  # noqa: E402
 )
 from tucker_init.initialize import LearnConfig  # noqa: E402
 from tucker_init.initializers import get_initializer  # noqa: E402
+from tucker_init.models import parse_size  # noqa: E402
 from tucker_init.pipeline import ModelSpec, load_model, make_loaders  # noqa: E402
 
 METHODS = ("random", "weight_selection", "linear_expansion", "kronecker", "tucker", "tucker_learned", "pretrained")
@@ -146,6 +147,14 @@ def _parse(argv: list[str] | None):
     )
     parser.add_argument("--finetune-steps", type=int, default=None, help="fine-tuning steps of every run")
     parser.add_argument(
+        "--vit-targets",
+        default=None,
+        help="comma list of ViT sizes, e.g. L3w64,L12w192 ('' = none; default: the mode's)",
+    )
+    parser.add_argument(
+        "--resnet-targets", default=None, help="comma list of ResNet sizes, e.g. L1w16 ('' = none); default: the mode's"
+    )
+    parser.add_argument(
         "--tucker-scaling",
         choices=("off", "prefix", "rank"),
         default="off",
@@ -153,6 +162,14 @@ def _parse(argv: list[str] | None):
         "stochastic_scaling.py --quick prefix masks did not raise fine-tuned accuracy at any width)",
     )
     return parser.parse_args(argv)
+
+
+def _sizes(text: str, option: str) -> tuple[tuple[int, int], ...]:
+    """``"L3w64,L12w192"`` -> ``((3, 64), (12, 192))``; ``""`` -> no targets."""
+    try:
+        return tuple(parse_size(part) for part in text.split(",") if part.strip())
+    except ValueError as err:
+        raise SystemExit(f"{option}: {err}") from None
 
 
 def build_families(preset: SourcePreset, plan: Plan, vit_scaling: str = "off") -> list[Family]:
@@ -327,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
         plan,
         learn_steps=args.learn_steps or plan.learn_steps,
         finetune_steps=args.finetune_steps or plan.finetune_steps,
+        vit_targets=_sizes(args.vit_targets, "--vit-targets") if args.vit_targets is not None else plan.vit_targets,
+        resnet_targets=(
+            _sizes(args.resnet_targets, "--resnet-targets") if args.resnet_targets is not None else plan.resnet_targets
+        ),
     )
     out = Path(args.out) if args.out else RESULTS_DIR / "init_methods" / mode
     cache = Path(args.cache) if args.cache else CACHE_DIR

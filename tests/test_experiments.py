@@ -70,6 +70,10 @@ def test_helpers() -> None:
     assert parse_seeds("0,4", "full") == [0, 4]
     with pytest.raises(SystemExit):
         parse_seeds("x", "full")
+    assert init_methods._sizes("L3w64, L12w192", "--vit-targets") == ((3, 64), (12, 192))
+    assert init_methods._sizes("", "--resnet-targets") == ()
+    with pytest.raises(SystemExit, match=r"--vit-targets: size must look like 'L6w128'"):
+        init_methods._sizes("L12", "--vit-targets")
     for script in (convergence, init_methods):  # every mode has a plan and a source preset
         for flags, mode in (([], "full"), (["--quick"], "quick"), (["--medium"], "medium"), (["--smoke"], "smoke")):
             assert resolve_mode(script._parse(flags)) == mode
