@@ -18,7 +18,13 @@ mapped with the *same* rules, so the residual stream stays aligned with the temp
 a block-level tensor follows the depth map of its group, and each channel axis of size ``a*d``
 follows the group's width map applied to each of its ``a`` chunks of d (e.g. the 4 chunks of
 a ViT's MLP hidden layer, the 3 of ``qkv.bias``). Channels that the width map creates (d' > d
-with ``slice``) keep the target's own initialization.
+with ``slice``) keep the target's own initialization. Axes that are not channel axes are resized
+by the adapter first (a ViT's position embedding and patch kernel for another image or patch size).
+
+When one block sequence holds groups of different unit widths (a ResNet stage: its first block
+has d = gcd(in, out), the rest d = out), per-group maps would disagree on the shared channels;
+then every group maps each chunk of the common unit u = gcd(all d) alike (see
+``_unit_width_maps``), which needs one width factor for the whole model.
 
 ``learn`` optimizes only the new scalers (template and remainder frozen) with Adam on a small
 loader, then the dense weights are written into the target: it stays an ordinary model of its
