@@ -469,8 +469,8 @@ def conclusions(stats: dict[str, dict[str, Any]], n_test: int, background_share:
     lines.append(
         f"- Block-matrix norm of the initialized target over timm's init (`norm_ratio`): mae "
         f"{stats['mae']['norm_ratio_mean']:.2f}, supervised {stats['supervised']['norm_ratio_mean']:.2f}. Well "
-        "below 1 means the low-rank template hands over smaller weights than a random init (it started as a "
-        "truncated HOSVD of timm's random weights), one plausible reason for slower early fine-tuning."
+        "below 1 means the low-rank template hands over smaller weights than a random init, one plausible "
+        "reason for slower early fine-tuning."
     )
     lines.append(
         f"- Segmentation reference: predicting 'background' everywhere gives pixel accuracy "

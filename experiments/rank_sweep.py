@@ -314,8 +314,8 @@ def conclusions(
     lines.append(
         "- **Weight scale.** Block-matrix norm of the initialized target over timm's init, by rank: "
         + ", ".join(f"{r['ranks']} {r['norm_ratio']:.2f}" for r in first)
-        + ". A low-rank template starts as a truncated HOSVD of timm's random weights and keeps only part of "
-        "their energy; where the ratio is well below 1 the template hands over smaller weights than a random "
+        + ". Templates start RMS-matched to timm's init (a truncated HOSVD of it would keep only part of its "
+        "energy); where the ratio is well below 1 the template hands over smaller weights than a random "
         "init, one plausible reason for slower early fine-tuning (not tested here)."
     )
     lines.append(

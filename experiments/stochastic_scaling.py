@@ -301,8 +301,7 @@ def summarize(runs: list[dict[str, Any]], setting: Setting, n_test: int) -> tupl
     base_top = top[(BASELINE, setting.template_width)]["top1_mean"]
     context = (
         f"**Context.** The block matrices of template-initialized targets have {min(ratios):.2f}-{max(ratios):.2f}x "
-        "the Frobenius norm of timm's init (`norm_ratio`): the low-rank template started as a truncated HOSVD of "
-        "timm's random weights, which keeps only part of their energy, and pre-training did not restore it. "
+        "the Frobenius norm of timm's init (`norm_ratio`): pre-training shrank the low-rank template's weights. "
         "Smaller weights are one plausible reason for slower early fine-tuning (not tested here). "
         if max(ratios) < 0.8
         else f"**Context.** Template-initialized block matrices have {min(ratios):.2f}-{max(ratios):.2f}x the "
