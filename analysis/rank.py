@@ -195,6 +195,7 @@ def plot_rank_sensitivity(
     budget: int | None = None,
     title: str = "Rank sensitivity",
     figsize: tuple[float, float] = (12.0, 4.5),
+    references: Mapping[str, tuple[float, float]] | None = None,
 ) -> Path:
     """Reconstruction error against parameter count, each point annotated with its ranks; the
     Pareto front as a line. If rows have accuracy (``top1`` or ``top1_mean``/``top1_std``) a
@@ -205,6 +206,8 @@ def plot_rank_sensitivity(
         path: the PNG to write.
         provenance: the command; defaults to the running command line.
         budget: optional; drawn as a vertical line, and the :func:`suggest_rank` choice is circled.
+        references: accuracy panel: name -> (mean, std) drawn as horizontal lines with a band,
+            e.g. ``{"random init": (48.8, 1.6)}``.
 
     Returns:
         The path written (``figsize * DPI`` pixels).
@@ -221,8 +224,18 @@ def plot_rank_sensitivity(
     front = _pareto([(s, e, i) for i, (s, e) in enumerate(zip(sizes, errors, strict=True))])
     ax.plot([sizes[i] for i in front], [errors[i] for i in front], color="C0", alpha=0.6, label="Pareto front")
     # Ranks that tie (e.g. 4x16x64 and 4x64x16 on one group) share a point: one label for them.
+    # A large grid labels the fine-tuned ranks and the Pareto points at least 0.05 apart in error
+    # from the previous label, so the labels stay legible.
+    labelled = {i for i, a in enumerate(accuracies) if a is not None}
+    last = math.inf
+    for i in front if len(rows) > 12 else range(len(rows)):
+        if len(rows) <= 12 or abs(errors[i] - last) >= 0.05:
+            labelled.add(i)
+            last = errors[i]
     labels: dict[tuple[float, float], list[str]] = {}
     for i, row in enumerate(rows):
+        if i not in labelled:
+            continue
         labels.setdefault((sizes[i], round(errors[i], 3)), []).append(_label(row))
     for (size, error), names in labels.items():
         text = " / ".join(dict.fromkeys(names))
@@ -256,7 +269,13 @@ def plot_rank_sensitivity(
         x = np.arange(len(order))
         means = [accuracies[i][0] for i in order]
         stds = [accuracies[i][1] for i in order]
-        ax.errorbar(x, means, yerr=stds, marker="o", capsize=3, color="C1")
+        ax.errorbar(x, means, yerr=stds, marker="o", capsize=3, color="C1", label="template init")
+        for k, (name, (mean, std)) in enumerate((references or {}).items()):
+            color = f"C{k + 2}"
+            ax.axhline(mean, color=color, linestyle="--", linewidth=1, label=f"{name} {mean:.1f}")
+            ax.axhspan(mean - std, mean + std, color=color, alpha=0.12)
+        if references:
+            ax.legend(fontsize=7, loc="best")
         ax.set_xticks(x, [_label(rows[i]) for i in order], rotation=45, ha="right", fontsize=7)
         ax.set_xlabel("ranks (r1 x r2 x r3), by parameter count")
         ax.set_ylabel("top1")
