@@ -363,13 +363,13 @@ def plot_accuracy_vs_steps(
             hits = np.flatnonzero(points[:, 1] >= target)  # same rule as steps_to_reach
             if hits.size:
                 step, top1 = points[hits[0]]
-                label += f" (reaches {target:g} at step {step:g})"
+                label += f" (reaches {target:.2f} at step {step:g})"
                 ax.plot([step], [top1], "o", color=colors(j % 10), markersize=7, markerfacecolor="none")
             else:
                 label += " (never reaches)"
         ax.plot(points[:, 0], points[:, 1], "-", marker=".", color=colors(j % 10), label=label)
     if target is not None:
-        ax.axhline(target, color="0.4", linestyle="--", linewidth=1, label=f"target {target:g}")
+        ax.axhline(target, color="0.4", linestyle="--", linewidth=1, label=f"target {target:.2f}")
     ax.set_xlabel("fine-tuning step")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
