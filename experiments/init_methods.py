@@ -618,7 +618,7 @@ def _notes(families: list[Family], preset: SourcePreset, plan: Plan, mode: str) 
             f"{plan.finetune_steps} x {plan.finetune_batch} = {plan.finetune_steps * plan.finetune_batch:,} images): "
             "the ViTs are still early in training (loss far from converged), where a different random init alone "
             "can move top-1 by several points. They check that everything runs and show trends at best; "
-            "conclusions need the full setting (longer fine-tuning, 3 seeds)."
+            "conclusions need the full setting (longer pre-training and fine-tuning, the L12 w192 target)."
         )
     return notes
 
