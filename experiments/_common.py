@@ -1,7 +1,7 @@
 """Shared helpers for the experiment scripts in ``experiments/``.
 
-- :func:`base_parser` / :func:`resolve_mode`: the common command line (``--quick``, ``--smoke``,
-  ``--seeds``, ``--out``, ``--cache``, ``--device``, ``--data``, ``--threads``).
+- :func:`base_parser` / :func:`resolve_mode`: the common command line (``--quick``, ``--medium``, ``--smoke``,
+  ``--seeds``, ``--out``, ``--cache``, ``--device``, ``--data``, ``--threads``, ``--tucker-scaling``).
 - :func:`provenance`: the exact command that produced a result, written at the top of every
   Markdown file and in every PNG footer.
 - :class:`SourceSpec` / :func:`ensure_source`: pre-trained sources (dense MAE models, Tucker and
@@ -43,7 +43,7 @@ from backbones import get_adapter  # noqa: E402
 from tucker_init.data import BatchLoader, load_dataset  # noqa: E402
 from tucker_init.layout import build_layout  # noqa: E402
 from tucker_init.mae import masked_model_for  # noqa: E402
-from tucker_init.pipeline import ModelSpec, make_loaders, pretrain  # noqa: E402
+from tucker_init.pipeline import SCALING_MODES, ModelSpec, make_loaders, pretrain  # noqa: E402
 from tucker_init.train import (  # noqa: E402
     TrainConfig,
     TrainResult,
@@ -108,7 +108,8 @@ def base_parser(doc: str | None) -> argparse.ArgumentParser:
     parser.add_argument(
         "--seeds",
         default=None,
-        help="number of seeds (e.g. 3 = seeds 0,1,2) or a comma list (e.g. 0,4); default 3 (full), 1 (quick/smoke)",
+        help="number of seeds (e.g. 3 = seeds 0,1,2) or a comma list (e.g. 0,4); default 3 (medium, full), 1 (quick, "
+        "smoke)",
     )
     parser.add_argument("--out", default=None, help="results folder (default results/<script>)")
     parser.add_argument(
@@ -117,6 +118,13 @@ def base_parser(doc: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     parser.add_argument("--data", default=None, help="data set (default fashion_mnist; smoke: digits)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument(
+        "--tucker-scaling",
+        choices=SCALING_MODES,
+        default="off",
+        help="width-wise stochastic scaling of the ViT Tucker template's pre-training (default off: in "
+        "stochastic_scaling.py prefix masks and rank dropout did not raise fine-tuned accuracy at any width)",
+    )
     return parser
 
 
@@ -126,7 +134,7 @@ def resolve_mode(args: argparse.Namespace) -> str:
         return "smoke"
     if args.quick:
         return "quick"
-    return "medium" if getattr(args, "medium", False) else "full"
+    return "medium" if args.medium else "full"
 
 
 def parse_seeds(text: str | None, mode: str) -> list[int]:

@@ -108,12 +108,6 @@ def _parse(argv: list[str] | None):
     parser.add_argument("--learn-steps", type=int, default=None, help="scaler-learning steps (tucker_learned)")
     parser.add_argument("--finetune-steps", type=int, default=None, help="fine-tuning steps")
     parser.add_argument("--eval-every", type=int, default=None, help="steps between evaluations")
-    parser.add_argument(
-        "--tucker-scaling",
-        choices=("off", "prefix", "rank"),
-        default="off",
-        help="width scaling of the template's pre-training (default off, as in init_methods.py)",
-    )
     return parser.parse_args(argv)
 
 

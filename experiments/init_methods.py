@@ -154,13 +154,6 @@ def _parse(argv: list[str] | None):
     parser.add_argument(
         "--resnet-targets", default=None, help="comma list of ResNet sizes, e.g. L1w16 ('' = none); default: the mode's"
     )
-    parser.add_argument(
-        "--tucker-scaling",
-        choices=("off", "prefix", "rank"),
-        default="off",
-        help="width-wise stochastic scaling of the ViT Tucker template's pre-training (default off: in "
-        "stochastic_scaling.py --quick prefix masks did not raise fine-tuned accuracy at any width)",
-    )
     return parser.parse_args(argv)
 
 
