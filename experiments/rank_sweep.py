@@ -524,7 +524,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             title=f"Rank sensitivity: HOSVD error of the MAE-trained L{setting.depth}w{setting.width} weights; "
             f"top-1 of target {spec.name}",
             references={
-                {"random": "random init", "dense MAE": "dense MAE"}[r["init"]]: (r["top1_mean"], r["top1_std"])
+                ("random init" if r["init"] == "random" else r["init"]): (r["top1_mean"], r["top1_std"])
                 for r in table
                 if r["target"] == spec.name and r["init"] in ("random", "dense MAE")
             },
