@@ -10,6 +10,7 @@ from _models import perturb, tiny_resnet, tiny_vit
 from timm.models.resnet import BasicBlock, ResNet
 from torch import Tensor, nn
 
+from backbones import GenericAdapter
 from tucker_init import WeightTemplate, factorize, save_template
 from tucker_init.initialize import InitReport, LearnConfig, depth_map, initialize, width_map
 from tucker_init.initializers import (
@@ -270,6 +271,15 @@ def test_errors(template, tucker_fm):
     narrow = ResNet(BasicBlock, layers=(2, 2, 2, 2), channels=(8, 16, 32, 64), num_classes=10)
     with pytest.raises(ValueError, match=r"does not match template group 'layer1"):
         initialize(narrow, resnet)
+
+    # Groups of different unit widths in one sequence must all scale by one factor.
+    def two_widths(a: int, b: int) -> nn.Module:
+        return nn.Sequential(nn.Sequential(nn.Linear(a, a), nn.Linear(a, a), nn.Linear(b, b), nn.Linear(b, b)))
+
+    generic = GenericAdapter(["0"])
+    mixed = factorize(two_widths(24, 16), ranks="full", share=False, adapter=generic)
+    with pytest.raises(ValueError, match=r"scale every group by one factor f with f \* 8 an integer.*\(24, 12\)"):
+        initialize(two_widths(12, 16), mixed, adapter=generic)
     # ... and a Kronecker template cannot change the width of a ResNet (groups of different unit widths).
     kron = factorize(_deep_stem((16, 32, 64, 128), 8), ranks=(8, 8, 8), method="kronecker", share=False)
     with pytest.raises(ValueError, match=r"width changes of Kronecker templates need one unit width"):
