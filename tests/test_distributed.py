@@ -27,6 +27,7 @@ from tucker_init.distributed import (
 from tucker_init.train import TrainConfig, classification_loss, train
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _models import assert_close_rel
 from _train_worker import tiny_loader, tiny_model
 
 WORKER = Path(__file__).parent / "_train_worker.py"
@@ -122,7 +123,9 @@ def test_ddp_two_processes_match_one_process_on_a_factorized_model(tmp_path, sin
         got = torch.load(str(params).format(rank=rank), weights_only=True)
         assert got.keys() == expected.keys()
         for key, value in expected.items():
-            torch.testing.assert_close(got[key], value, rtol=0, atol=1e-5, msg=f"rank {rank}: {key}")
+            # Two half-batch gradients all-reduced against one whole-batch gradient: another
+            # summation order, which AdamW's m / sqrt(v) carries into every update (seen 8e-6).
+            assert_close_rel(got[key], value, 1e-4, msg=f"rank {rank}: {key}")
     # DDP saw the template and scalers: they moved, identically on both ranks.
     for key in ("template.shared", "scalers.g0.X", "scalers.g0.U", "scalers.g0.V"):
         assert (expected[key] - initial[key]).abs().max() > 1e-4, key

@@ -79,7 +79,7 @@ def test_rank_mode_drops_columns_and_rescales():
             torch.testing.assert_close(out[key][:, kept], s[key][:, kept] / (1 - p), atol=0, rtol=0)
             assert torch.all(out[key][:, ~kept] == 0)
             dropped += int((~kept).sum())
-        torch.testing.assert_close(out["X"], s["X"])
+        torch.testing.assert_close(out["X"], s["X"], atol=0, rtol=0)
     # 10 steps x 56 columns at p = 0.5: the drop rate is near p.
     assert 0.35 < dropped / (10 * 56) < 0.65
 
@@ -99,11 +99,11 @@ def test_masks_are_reproducible_from_seed_step_and_group(mode):
     s = scalers()
     a.set_step(4)
     b.set_step(4)
-    torch.testing.assert_close(a(0, s)["U"], b(0, s)["U"])
-    torch.testing.assert_close(a(1, s)["V"], b(1, s)["V"])
+    torch.testing.assert_close(a(0, s)["U"], b(0, s)["U"], atol=0, rtol=0)
+    torch.testing.assert_close(a(1, s)["V"], b(1, s)["V"], atol=0, rtol=0)
     # The global RNG plays no part.
     torch.manual_seed(123)
-    torch.testing.assert_close(a(0, s)["U"], b(0, s)["U"])
+    torch.testing.assert_close(a(0, s)["U"], b(0, s)["U"], atol=0, rtol=0)
 
     def masks_over(hook, steps, group=0):
         out = []
@@ -203,7 +203,7 @@ def test_state_dict_roundtrip():
     other = WidthScaling()
     other.load_state_dict(state)
     s = scalers()
-    torch.testing.assert_close(other(0, s)["U"], hook(0, s)["U"])
+    torch.testing.assert_close(other(0, s)["U"], hook(0, s)["U"], atol=0, rtol=0)
     with pytest.raises(ValueError, match=r"missing \['step'\]"):
         other.load_state_dict({k: v for k, v in state.items() if k != "step"})
     with pytest.raises(ValueError, match="mode must be one of"):
