@@ -7,22 +7,22 @@ tensor or a plain Python container / scalar, so :func:`load_checkpoint` can use
 ``torch.load(weights_only=True)``; RNG states are converted to tensors and lists for that
 reason (:func:`capture_rng_state`).
 
-Writes go to a temporary file in the destination directory, are flushed to disk, then
-renamed over the destination with ``os.replace`` (atomic on POSIX and Windows): a crash
-mid-write leaves the previous checkpoint intact, never a truncated one.
+Writes are atomic (:func:`tucker_init.files.atomic_write`): a crash mid-write leaves the
+previous checkpoint intact, never a truncated one.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from .files import atomic_write
 
 __all__ = [
     "FORMAT",
@@ -53,36 +53,8 @@ def save_checkpoint(path: str | os.PathLike, **state: Any) -> Path:
     for key in _RESERVED:
         if key in state:
             raise ValueError(f"{key!r} is reserved for the checkpoint header; rename that entry")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
-    # The temporary file lives in the same directory so os.replace is a rename, never a copy.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not supported everywhere (Windows), hence best effort.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

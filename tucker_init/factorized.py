@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ from backbones import BackboneAdapter, get_adapter
 from .kronecker import kronecker_reconstruct, kronecker_svd
 from .layout import ModelLayout, build_layout
 from .tucker import hosvd, shared_core, tucker_reconstruct
-from .validation import check_choice, check_finite, check_ranks
+from .validation import check_choice, check_finite, check_int, check_materialized, check_ranks
 
 __all__ = ["FactorizedModel", "TemplateConfig", "factorize"]
 
@@ -57,12 +57,29 @@ class TemplateConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TemplateConfig:
+        """The inverse of :meth:`to_dict`; every field is checked (a file may be damaged).
+
+        Raises:
+            KeyError: a field is missing. TypeError, ValueError: a field has a wrong value.
+        """
+        ranks = data["ranks"]
+        if not isinstance(ranks, list) or not ranks:
+            raise ValueError(f"ranks must be a non-empty list of (r1, r2, r3) per group, found {ranks!r}")
+        if not isinstance(data["share"], bool):
+            raise TypeError(f"share must be a bool, found {data['share']!r}")
         return cls(
-            method=data["method"],
-            ranks=tuple(tuple(r) for r in data["ranks"]),
-            share=bool(data["share"]),
-            kron_sharing=data["kron_sharing"],
+            method=check_choice("method", data["method"], METHODS),
+            ranks=tuple(_rank_triple(r, i) for i, r in enumerate(ranks)),
+            share=data["share"],
+            kron_sharing=check_choice("kron_sharing", data["kron_sharing"], KRONECKER_SHARING),
         )
+
+
+def _rank_triple(ranks: Any, group: int) -> tuple[int, int, int]:
+    if not isinstance(ranks, list) or len(ranks) != 3:
+        raise ValueError(f"ranks of group {group} must have 3 entries, found {ranks!r}")
+    r1, r2, r3 = (check_int(f"ranks[{group}][{m}]", r, minimum=1) for m, r in enumerate(ranks))
+    return (r1, r2, r3)
 
 
 def template_keys(layout: ModelLayout, config: TemplateConfig) -> list[list[str]]:
@@ -77,6 +94,27 @@ def template_keys(layout: ModelLayout, config: TemplateConfig) -> list[list[str]
         else:
             keys.append([slot.name.replace(".", "_") for slot in group.slots])
     return keys
+
+
+def template_shapes(layout: ModelLayout, config: TemplateConfig) -> dict[str, tuple[int, ...]]:
+    """Every tensor a template of ``config`` on ``layout`` holds, by its key in a template file
+    (``template.<key>``, ``scalers.g<i>.<name>``), with its shape."""
+    if len(config.ranks) != len(layout.groups):
+        raise ValueError(f"config has ranks for {len(config.ranks)} groups, the layout has {len(layout.groups)}")
+    shapes: dict[str, tuple[int, ...]] = {}
+    for i, (group, keys, ranks) in enumerate(
+        zip(layout.groups, template_keys(layout, config), config.ranks, strict=True)
+    ):
+        n, d, _ = group.shape
+        if config.method == "tucker":
+            r1, r2, r3 = ranks
+            shapes.update({f"template.{k}": ranks for k in keys})
+            shapes.update({f"scalers.g{i}.X": (n, r1), f"scalers.g{i}.U": (d, r2), f"scalers.g{i}.V": (d, r3)})
+        else:
+            k, a, b = ranks
+            shapes.update({f"template.{key}": ranks for key in keys})
+            shapes[f"scalers.g{i}.S"] = (n, k, d // a, d // b)
+    return shapes
 
 
 def reconstruct_group(
@@ -160,10 +198,13 @@ class FactorizedModel(nn.Module):
         return reconstruct_group(self.config, self.layout, index, self.template, scalers)
 
     def reconstruct(self, apply_hook: bool = True) -> dict[str, Tensor]:
-        """All templated weights, full parameter name -> tensor of the original shape."""
+        """All templated weights, full parameter name -> tensor of the original shape, in the
+        backbone's dtype (a float32 template of a bfloat16 model is rounded here, once)."""
+        dtype = next((p.dtype for p in self.backbone.parameters() if p.is_floating_point()), None)
         weights: dict[str, Tensor] = {}
         for i, group in enumerate(self.layout.groups):
-            weights.update(group.unstack(self.group_tensor(i, apply_hook)))
+            tensor = self.group_tensor(i, apply_hook)
+            weights.update(group.unstack(tensor if dtype is None else tensor.to(dtype)))
         return weights
 
     # -- calling the backbone -------------------------------------------------------------
@@ -210,6 +251,13 @@ class _Runner(nn.Module):
 
 
 # -- building -----------------------------------------------------------------------------------
+def master_dtype(tensors: Iterable[Tensor]) -> torch.dtype:
+    """The dtype templates and scalers are kept in for weights like ``tensors``: theirs, but at
+    least float32 (a float16 / bfloat16 template would round every factor, ~2 % off at full rank)."""
+    dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
+    return torch.promote_types(dtype, torch.float32)
+
+
 def _orthonormal(rows: int, cols: int, generator: torch.Generator, dtype: torch.dtype) -> Tensor:
     q, _ = torch.linalg.qr(torch.randn(max(rows, cols), min(rows, cols), generator=generator, dtype=dtype))
     return q if rows >= cols else q.T
@@ -334,18 +382,23 @@ def factorize(
     check_choice("kron_sharing", kron_sharing, KRONECKER_SHARING)
     if not isinstance(share, bool):
         raise TypeError(f"share must be a bool, found {type(share).__name__}")
+    seed = check_int("seed", seed, minimum=0)
+    check_materialized(model)
     adapter = get_adapter(model, adapter)
     layout = build_layout(model, adapter)
     per_group = check_ranks(ranks, layout, method, share)
     check_finite(model.named_parameters())
+    check_finite(model.named_buffers(), kind="buffer")
 
     config = TemplateConfig(method, tuple(per_group), share, kron_sharing)
     backbone = copy.deepcopy(model)
     params = dict(backbone.named_parameters())
     with torch.no_grad():
-        tensors = [group.stack(params) for group in layout.groups]
+        # float16 / bfloat16 weights are decomposed, and their template kept, in float32:
+        # reconstruct() rounds to the backbone's dtype once, so full rank stays lossless.
+        tensors = [group.stack(params).to(master_dtype(params.values())) for group in layout.groups]
         generator = torch.Generator().manual_seed(seed)
         build = _init_tucker if method == "tucker" else _init_kronecker
         template, scalers = build(tensors, layout, config, init, generator)
-    return FactorizedModel(backbone, layout, config, template, scalers, adapter)
-
+    fm = FactorizedModel(backbone, layout, config, template, scalers, adapter)
+    return fm.train(model.training)

@@ -37,6 +37,7 @@ import copy
 import math
 import os
 import re
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -47,11 +48,11 @@ from torch import Tensor, nn
 
 from backbones import BackboneAdapter, get_adapter
 
-from .factorized import FactorizedModel, TemplateConfig, reconstruct_group, template_keys
+from .factorized import FactorizedModel, TemplateConfig, master_dtype, reconstruct_group, template_keys
 from .io import WeightTemplate, load_template
 from .layout import GroupLayout, ModelLayout, build_layout
 from .train import cycle_batches, to_device
-from .validation import check_choice
+from .validation import check_choice, check_int, check_materialized
 
 __all__ = [
     "DEPTH_RULES",
@@ -664,6 +665,76 @@ def _target_state(target: nn.Module) -> dict[str, Tensor]:
     return state
 
 
+# A mapped remainder tensor: (value or None, its report entry, the source shape that did not fit or None).
+_Mapped = tuple[Tensor | None, str, tuple[int, ...] | None]
+
+
+def _map_global(
+    name: str,
+    current: Tensor,
+    source_state: Mapping[str, Tensor],
+    target: nn.Module,
+    adapter: BackboneAdapter,
+    candidates: list[tuple[int, int, AxisMap]],
+    unit: tuple[int, int, str] | None,
+) -> _Mapped:
+    """A tensor outside the blocks (stem, embeddings, final norm, head), by the same name."""
+    src = source_state.get(name)
+    if src is None:
+        return None, "target-init", None
+    resized = adapter.resize_remainder(target, name, src)
+    if resized is not None:  # e.g. a position embedding on another patch grid
+        src = resized
+    maps = _axis_maps_for(tuple(src.shape), tuple(current.shape), candidates, unit)
+    if maps is None:
+        return None, "target-init", tuple(src.shape)
+    value, interp, changed = _map_tensor(src, maps, current)
+    interp |= resized is not None
+    return value, "interpolated" if interp else ("selected" if changed else "copied"), None
+
+
+def _map_block(
+    name: str,
+    current: Tensor,
+    source_state: Mapping[str, Tensor],
+    template: WeightTemplate,
+    target_layout: ModelLayout,
+    block: str,
+    m: GroupMatch,
+    l_new: int,
+) -> _Mapped:
+    """A block-level tensor: depth map over the matched template group's blocks, then the
+    group's own width map (tiled over each axis's chunks of d)."""
+    rel = name[len(block) + 1 :]
+    src_blocks = template.layout.groups[m.source].block_names
+    lo, hi, t = int(m.depth.lo[l_new]), int(m.depth.hi[l_new]), float(m.depth.t[l_new])
+    a_name, b_name = f"{src_blocks[lo]}.{rel}", f"{src_blocks[hi]}.{rel}"
+    if a_name not in source_state or (t and b_name not in source_state):
+        return None, "target-init", None
+    src = source_state[a_name]
+    if t:
+        other = source_state[b_name]
+        if other.shape != src.shape:
+            return None, "target-init", tuple(other.shape)
+        src = src * (1 - t) + other * t
+    g_src, g_tgt = template.layout.groups[m.source], target_layout.groups[m.target]
+    maps = _axis_maps_for(tuple(src.shape), tuple(current.shape), [(g_src.width, g_tgt.width, m.width)])
+    if maps is None:
+        return None, "target-init", tuple(src.shape)
+    value, interp, changed = _map_tensor(src, maps, current)
+    if t or interp:
+        return value, "interpolated", None
+    return value, "selected" if changed or a_name != name else "copied", None
+
+
+def _enclosing_block(name: str, blocks: Mapping[str, Any]) -> str | None:
+    """The longest block path that is a prefix of the parameter ``name``."""
+    block = name.rpartition(".")[0]
+    while block and block not in blocks:
+        block = block.rpartition(".")[0]
+    return block or None
+
+
 def _map_remainder(
     template: WeightTemplate,
     target: nn.Module,
@@ -673,6 +744,8 @@ def _map_remainder(
     adapter: BackboneAdapter,
     unit: tuple[int, int, str] | None = None,
 ) -> dict[str, Tensor]:
+    """The target's dense tensors mapped from the template's remainder, by name. Tensors the
+    template holds but that do not fit the target keep the target's init, with a warning."""
     source_state = {**template.remainder, **template.buffers}
     templated = target_layout.templated_names()
     block_of: dict[str, tuple[GroupMatch, int]] = {}
@@ -683,62 +756,26 @@ def _map_remainder(
         (template.layout.groups[m.source].width, target_layout.groups[m.target].width, m.width) for m in matches
     ]
     out: dict[str, Tensor] = {}
+    misfits: list[str] = []
     for name, current in _target_state(target).items():
         if name in templated:
             continue
-        module_path = name.rpartition(".")[0]
-        block, located = module_path, None
-        while block:  # longest block path that is a prefix of the name
-            if block in block_of:
-                located = block_of[block]
-                break
-            block = block.rpartition(".")[0]
-        if located is None:
-            src = source_state.get(name)
-            resized = None if src is None else adapter.resize_remainder(target, name, src)
-            if resized is not None:  # e.g. a position embedding on another patch grid
-                src = resized
-            maps = None if src is None else _axis_maps_for(tuple(src.shape), tuple(current.shape), candidates, unit)
-            if maps is None:
-                report.set(name, "target-init", current.shape)
-                continue
-            value, interp, changed = _map_tensor(src, maps, current)
-            out[name] = value
-            interp |= resized is not None
-            report.set(name, "interpolated" if interp else ("selected" if changed else "copied"), current.shape)
-            continue
-
-        # A block-level tensor: depth map over the matched template group's blocks, then the
-        # group's own width map (tiled over each axis's chunks of d).
-        m, l_new = located
-        rel = name[len(block) + 1 :]
-        src_blocks = template.layout.groups[m.source].block_names
-        lo, hi, t = int(m.depth.lo[l_new]), int(m.depth.hi[l_new]), float(m.depth.t[l_new])
-        a_name, b_name = f"{src_blocks[lo]}.{rel}", f"{src_blocks[hi]}.{rel}"
-        if a_name not in source_state or (t and b_name not in source_state):
-            report.set(name, "target-init", current.shape)
-            continue
-        src = source_state[a_name]
-        if t:
-            other = source_state[b_name]
-            if other.shape != src.shape:
-                report.set(name, "target-init", current.shape)
-                continue
-            src = src * (1 - t) + other * t
-        g_src, g_tgt = template.layout.groups[m.source], target_layout.groups[m.target]
-        maps = _axis_maps_for(tuple(src.shape), tuple(current.shape), [(g_src.width, g_tgt.width, m.width)])
-        if maps is None:
-            report.set(name, "target-init", current.shape)
-            continue
-        value, interp, changed = _map_tensor(src, maps, current)
-        out[name] = value
-        if t or interp:
-            source = "interpolated"
-        elif changed or a_name != name:
-            source = "selected"
+        block = _enclosing_block(name, block_of)
+        if block is None:
+            value, source, misfit = _map_global(name, current, source_state, target, adapter, candidates, unit)
         else:
-            source = "copied"
+            value, source, misfit = _map_block(
+                name, current, source_state, template, target_layout, block, *block_of[block]
+            )
         report.set(name, source, current.shape)
+        if value is not None:
+            out[name] = value
+        if misfit is not None:
+            misfits.append(f"{name!r} {misfit} does not fit the target's {tuple(current.shape)}")
+    if misfits:
+        note = "template tensors not used, the target keeps its own init: " + "; ".join(misfits)
+        report.notes.append(note)
+        warnings.warn(note, stacklevel=3)
     return out
 
 
@@ -787,6 +824,22 @@ def _learn(fm: FactorizedModel, learn: LearnConfig, trainable: set[str], device:
 
 
 # ---------------------------------------------------------------------------------- initialize
+def _trainable_scalers(depth: str, width: str) -> set[str]:
+    """Scalers a learned run trains: those whose rule is "learn" (Kronecker S for either), or all."""
+    trainable = set()
+    if depth == "learn":
+        trainable |= {"X", "S"}
+    if width == "learn":
+        trainable |= {"U", "V", "S"}
+    return trainable or {"X", "U", "V", "S"}
+
+
+@torch.no_grad()
+def _write(state: Mapping[str, Tensor], values: Mapping[str, Tensor]) -> None:
+    for name, value in values.items():
+        state[name].copy_(value.detach().to(device=state[name].device, dtype=state[name].dtype))
+
+
 def initialize(
     target_model: nn.Module,
     template: WeightTemplate | FactorizedModel | str | os.PathLike,
@@ -840,8 +893,8 @@ def initialize(
             f"depth={depth!r}, width={width!r}: the 'learn' rule needs "
             "learn=LearnConfig(data=..., steps=... or epochs=...); found learn=None"
         )
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an int, found {type(seed).__name__} {seed!r}")
+    seed = check_int("seed", seed)
+    check_materialized(target_model, "target_model")
     wt = as_template(template)
     found = _resolve_adapter(target_model, wt, adapter)
     if wt.family == "vit":
@@ -850,8 +903,8 @@ def initialize(
     matches, unit = _plan(wt, wt.layout, target_layout, depth, width)
 
     state = _target_state(target_model)
-    # Scalers and template in the target's dtype, so a learned run can call the backbone directly.
-    dtype = next((v.dtype for v in state.values() if v.is_floating_point()), torch.float32)
+    # Scalers and template in the target's dtype (at least float32), so a learned run can call the backbone.
+    dtype = master_dtype(state.values())
     generator = torch.Generator().manual_seed(seed)
     scalers = [
         {
@@ -872,10 +925,7 @@ def initialize(
 
     report = InitReport(method=f"{wt.config.method} template (depth={depth}, width={width})")
     remainder = _map_remainder(wt, target_model, target_layout, matches, report, found, unit)
-    with torch.no_grad():
-        for name, value in remainder.items():
-            state[name].copy_(value)
-
+    # Everything is computed before the target is touched: a failure leaves it as it was.
     if learn is None:
         with torch.no_grad():
             weights: dict[str, Tensor] = {}
@@ -883,23 +933,17 @@ def initialize(
                 tensor = reconstruct_group(config, target_layout, m.target, template_t, s)
                 weights.update(target_layout.groups[m.target].unstack(tensor))
     else:
-        trainable = set()
-        if depth == "learn":
-            trainable |= {"X", "S"}
-        if width == "learn":
-            trainable |= {"U", "V", "S"}
-        if not trainable:
-            trainable = {"X", "U", "V", "S"}
-        device = learn.device or next(iter(state.values())).device
-        fm = FactorizedModel(copy.deepcopy(target_model), target_layout, config, template_t, scalers, found)
+        trainable = _trainable_scalers(depth, width)
+        working = copy.deepcopy(target_model)
+        _write(_target_state(working), remainder)
+        fm = FactorizedModel(working, target_layout, config, template_t, scalers, found)
+        device = learn.device if learn.device is not None else next(iter(state.values())).device
         report.losses = _learn(fm, learn, trainable, torch.device(device))
         report.notes.append(f"learned {sorted(trainable & set(scalers[0]))} for {learn.num_steps} steps, lr {learn.lr}")
         with torch.no_grad():
             weights = fm.reconstruct()
 
-    with torch.no_grad():
-        for name, value in weights.items():
-            state[name].copy_(value.detach().to(device=state[name].device, dtype=state[name].dtype))
+    _write(state, remainder | weights)
     for name in target_layout.templated_names():
         report.set(name, "template", state[name].shape)
     report.entries = {k: report.entries[k] for k in state if k in report.entries}  # state-dict order

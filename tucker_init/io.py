@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,10 @@ from torch import Tensor, nn
 
 from backbones import BackboneAdapter, get_adapter
 
-from .factorized import FactorizedModel, TemplateConfig, reconstruct_group
+from .factorized import FactorizedModel, TemplateConfig, reconstruct_group, template_shapes
+from .files import atomic_write
 from .layout import ModelLayout, build_layout
+from .validation import check_finite
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "WeightTemplate", "load_template", "save_template"]
 
@@ -86,17 +87,30 @@ class WeightTemplate:
 
 
 def write_safetensors_atomic(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
-    """Write a safetensors file via a temporary file in the same folder and ``os.replace``, so an
+    """Write a safetensors file atomically (:func:`~tucker_init.files.atomic_write`): an
     interrupted write never leaves a half-written file at ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def read_safetensors(path: str | os.PathLike, what: str) -> tuple[dict[str, str], dict[str, Tensor]]:
+    """Metadata and tensors of the safetensors file ``path`` (a ``what``: "template file",
+    "model file"), every floating-point tensor checked to be finite.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: not readable as safetensors, or a tensor
+            holding NaN / Inf (named, with the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
     try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    except Exception as err:  # safetensors raises its own error types for broken headers
+        raise ValueError(f"{str(path)!r} is not a readable {what} (truncated or not safetensors): {err}") from err
+    check_finite(tensors.items(), kind="tensor", where=f" in {str(path)!r}")
+    return metadata, tensors
 
 
 def save_template(path: str | os.PathLike, template: FactorizedModel | WeightTemplate) -> Path:
@@ -132,18 +146,35 @@ def save_template(path: str | os.PathLike, template: FactorizedModel | WeightTem
     return path
 
 
-def _read(path: Path) -> tuple[dict[str, str], dict[str, Tensor]]:
-    if not path.is_file():
-        raise FileNotFoundError(f"template file {str(path)!r} does not exist")
+def _format_version(path: Path, metadata: dict[str, str]) -> int:
+    text = metadata.get("format_version")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-    except Exception as err:  # safetensors raises its own error types for broken headers
+        version = int(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{str(path)!r}: format_version must be an int, found {text!r}") from None
+    if version > FORMAT_VERSION:
         raise ValueError(
-            f"{str(path)!r} is not a readable template file (truncated or not safetensors): {err}"
-        ) from err
-    return metadata, tensors
+            f"{str(path)!r} has template format version {version}; this tucker_init reads up to "
+            f"{FORMAT_VERSION}; upgrade tucker_init"
+        )
+    return version
+
+
+def _check_template_tensors(path: Path, config: TemplateConfig, layout: ModelLayout, tensors: dict) -> None:
+    """The template and scaler tensors are exactly those ``config`` and ``layout`` call for."""
+    expected = template_shapes(layout, config)
+    found = {k: v for k, v in tensors.items() if k.startswith(("template.", "scalers."))}
+    for key, shape in expected.items():
+        if key not in found:
+            raise ValueError(f"{str(path)!r}: missing tensor {key!r} (expected shape {shape})")
+        tensor = found[key]
+        if not tensor.is_floating_point():
+            raise ValueError(f"{str(path)!r}: {key!r} has dtype {tensor.dtype}, expected a floating-point dtype")
+        if tuple(tensor.shape) != tuple(shape):
+            raise ValueError(f"{str(path)!r}: {key!r} has shape {tuple(tensor.shape)}, expected {tuple(shape)}")
+    unexpected = sorted(set(found) - set(expected))
+    if unexpected:
+        raise ValueError(f"{str(path)!r}: unexpected tensor {unexpected[0]!r} for a {config.method} template")
 
 
 def load_template(
@@ -167,24 +198,23 @@ def load_template(
             template for another backbone than ``model``; the message says what differs.
     """
     path = Path(path)
-    metadata, tensors = _read(path)
+    metadata, tensors = read_safetensors(path, "template file")
     if metadata.get("format") != FORMAT:
         raise ValueError(
             f"{str(path)!r} is a safetensors file but not a tucker_init template "
             f"(format {metadata.get('format')!r}, expected {FORMAT!r})"
         )
-    version = int(metadata.get("format_version", "0"))
-    if version > FORMAT_VERSION:
-        raise ValueError(
-            f"{str(path)!r} has template format version {version}; this tucker_init reads up to "
-            f"{FORMAT_VERSION}; upgrade tucker_init"
-        )
+    _format_version(path, metadata)
     try:
         config = TemplateConfig.from_dict(json.loads(metadata["config"]))
         layout = ModelLayout.from_dict(json.loads(metadata["layout"]))
         backbone = json.loads(metadata["backbone"])
-    except (KeyError, TypeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{str(path)!r} has damaged template metadata: {err!r}") from err
+        _check_template_tensors(path, config, layout, tensors)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:  # json.JSONDecodeError is a ValueError
+        if str(path) in str(err):
+            raise
+        what = f"missing field {err}" if isinstance(err, KeyError) else f"{type(err).__name__}: {err}"
+        raise ValueError(f"{str(path)!r}: damaged template metadata: {what}") from err
 
     def section(prefix: str) -> dict[str, Tensor]:
         return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -200,10 +230,6 @@ def load_template(
         backbone=backbone,
         library_version=metadata.get("library_version", ""),
     )
-    for i, group in enumerate(layout.groups):
-        shape = tuple(result.group_tensor(i).shape)
-        if shape != group.shape:
-            raise ValueError(f"{str(path)!r}: scalers of group {group.name!r} give {shape}, layout says {group.shape}")
     return result if model is None else to_factorized(result, model, adapter)
 
 
@@ -244,4 +270,4 @@ def to_factorized(
             if name not in own or own[name].shape != value.shape:
                 raise ValueError(f"template parameter {name!r} {tuple(value.shape)} does not fit the model")
             own[name].copy_(value)
-    return fm
+    return fm.train(model.training)

@@ -178,8 +178,42 @@ def _block_slots(adapter: BackboneAdapter, block: nn.Module) -> list[tuple[str, 
     return slots
 
 
+MIN_UNIT_WIDTH = 4
+
+
+def _check_unit_width(group: GroupLayout) -> None:
+    if group.width >= MIN_UNIT_WIDTH:
+        return
+    sizes = sorted({dim for slot in group.slots for dim in slot.shape[:2]})
+    raise ValueError(
+        f"group {group.name!r} has unit width d={group.width} (the gcd of its channel sizes {sizes}): "
+        f"its {group.shape[0]} slices would hold {group.width**2} weight(s) each, so a template could not "
+        f"be smaller than the weights (d must be at least {MIN_UNIT_WIDTH}). Template only weights whose "
+        "channel sizes share a larger divisor (GenericAdapter(is_primary=...)) or leave these blocks out "
+        "of block_containers"
+    )
+
+
+def _check_untied(model: nn.Module, layout: ModelLayout) -> None:
+    """A templated weight shared by two names would be reconstructed twice (and written twice)."""
+    first_name: dict[int, str] = {}
+    templated = layout.templated_names()
+    for name, param in model.named_parameters(remove_duplicate=False):
+        other = first_name.setdefault(id(param), name)
+        if other != name and (name in templated or other in templated):
+            raise ValueError(
+                f"weights tied across blocks are not supported: {name!r} is the same tensor as {other!r}; "
+                "untie them (e.g. model.x.weight = nn.Parameter(model.x.weight.clone())) or template neither"
+            )
+
+
 def build_layout(model: nn.Module, adapter: BackboneAdapter) -> ModelLayout:
-    """Cut each of the adapter's block sequences into groups of identical blocks."""
+    """Cut each of the adapter's block sequences into groups of identical blocks.
+
+    Raises:
+        ValueError: no templated weights; a group of unit width below :data:`MIN_UNIT_WIDTH`;
+            a templated weight tied to another parameter.
+    """
     groups: list[GroupLayout] = []
     for seq in adapter.block_sequences(model):
         signatures = [tuple(_block_slots(adapter, model.get_submodule(b))) for b in seq.block_names]
@@ -209,4 +243,8 @@ def build_layout(model: nn.Module, adapter: BackboneAdapter) -> ModelLayout:
             f"adapter {adapter.family!r} found no templated weights in {type(model).__name__}: "
             "no nn.Linear or dense nn.Conv2d inside its blocks"
         )
-    return ModelLayout(family=adapter.family, groups=tuple(groups))
+    for group in groups:
+        _check_unit_width(group)
+    layout = ModelLayout(family=adapter.family, groups=tuple(groups))
+    _check_untied(model, layout)
+    return layout

@@ -47,11 +47,25 @@ def mode_unfold(tensor: Tensor, mode: int) -> Tensor:
 
 
 def _leading_left_vectors(matrix: Tensor, rank: int) -> Tensor:
-    # Eigen-decomposition of the small Gram matrix is much cheaper than an SVD of the
-    # wide unfolding; computed in float64 so tiny singular values keep their vectors.
-    gram = matrix.double() @ matrix.double().T
-    _, vectors = torch.linalg.eigh(gram)
-    return vectors[:, -rank:].flip(-1).to(matrix.dtype)
+    """The ``rank`` leading left singular vectors of ``matrix (n, m)``, in float64.
+
+    Memory stays proportional to the matrix (and to the ``(n, rank)`` answer): a wide matrix
+    (n <= m) uses the eigen-decomposition of its small ``n x n`` Gram, much cheaper than an SVD
+    of the wide unfolding; a long one (n > m) an economy SVD, never the ``n x n`` Gram (118800
+    slices of 4 x 4 would ask for 113 GB). Vectors beyond the matrix's rank complete the basis.
+    """
+    m64 = matrix.double()
+    n, m = m64.shape
+    if n <= m:
+        _, vectors = torch.linalg.eigh(m64 @ m64.T)
+        return vectors[:, -rank:].flip(-1)
+    vectors = torch.linalg.svd(m64, full_matrices=False).U[:, :rank]  # (n, min(rank, m))
+    if vectors.shape[1] < rank:
+        # Orthonormal completion: QR of [U, first unit vectors] keeps U's span first.
+        padded = torch.cat([vectors, torch.eye(n, rank, dtype=m64.dtype)], dim=1)
+        q, r = torch.linalg.qr(padded)
+        vectors = q[:, :rank] * torch.sign(torch.diagonal(r)[:rank]).where(torch.diagonal(r)[:rank] != 0, 1.0)
+    return vectors
 
 
 def hosvd(tensor: Tensor, ranks: Sequence[int]) -> tuple[Tensor, list[Tensor]]:
@@ -65,9 +79,11 @@ def hosvd(tensor: Tensor, ranks: Sequence[int]) -> tuple[Tensor, list[Tensor]]:
         ``(core (r1, r2, r3), [X (n, r1), U (d_out, r2), V (d_in, r3)])`` with orthonormal
         factor columns; exact when the ranks equal the mode sizes.
     """
-    factors = [_leading_left_vectors(mode_unfold(tensor, m), r) for m, r in enumerate(ranks)]
-    core = project(tensor, factors)
-    return core, factors
+    # float16 / bfloat16 are decomposed in float32 (factors in float64), then cast back once.
+    work = tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+    factors = [_leading_left_vectors(mode_unfold(work, m), r).to(work.dtype) for m, r in enumerate(ranks)]
+    core = project(work, factors)
+    return core.to(tensor.dtype), [f.to(tensor.dtype) for f in factors]
 
 
 def project(tensor: Tensor, factors: Sequence[Tensor]) -> Tensor:

@@ -4,15 +4,17 @@ what was expected and what was found."""
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .layout import ModelLayout
 
-__all__ = ["check_choice", "check_finite", "check_ranks"]
+__all__ = ["check_choice", "check_finite", "check_int", "check_materialized", "check_ranks"]
 
 TUCKER_MODES = (
     "mode 1 (depth: S*L slices, scaler X)",
@@ -30,33 +32,60 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
     return value
 
 
+def check_int(name: str, value: Any, minimum: int | None = None) -> int:
+    """``value`` as a plain int: Python, numpy and 0-d torch integers are accepted
+    (``operator.index``), bools and floats are not; with ``minimum``, it must be at least that."""
+    if isinstance(value, bool | np.bool_) or (isinstance(value, Tensor) and value.dtype == torch.bool):
+        raise TypeError(f"{name} must be an int, found bool {value!r}")
+    try:
+        result = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, found {type(value).__name__} {value!r}") from None
+    if minimum is not None and result < minimum:
+        expected = "positive" if minimum == 1 else f"at least {minimum}"
+        raise ValueError(f"{name} must be {expected}, found {result}")
+    return result
+
+
 def _rank_tuple(ranks: Any) -> tuple[int, int, int]:
+    if isinstance(ranks, np.ndarray | Tensor):
+        if ranks.ndim != 1:
+            raise ValueError(f"ranks must be a 1-D array of 3 ints, found an array of shape {tuple(ranks.shape)}")
+        ranks = list(ranks)
     if isinstance(ranks, str) or not isinstance(ranks, Sequence):
         raise TypeError(
             f"ranks must be a tuple of 3 ints (r1, r2, r3) or 'full', found {type(ranks).__name__} {ranks!r}"
         )
     if len(ranks) != 3:
         raise ValueError(f"ranks must have 3 entries (r1, r2, r3), found {len(ranks)}: {tuple(ranks)!r}")
-    for i, r in enumerate(ranks):
-        if isinstance(r, bool) or not isinstance(r, int):
-            raise TypeError(f"ranks[{i}] must be an int, found {type(r).__name__} {r!r}")
-        if r <= 0:
-            raise ValueError(f"ranks[{i}] must be positive, found {r}")
-    return (int(ranks[0]), int(ranks[1]), int(ranks[2]))
+    r1, r2, r3 = (check_int(f"ranks[{i}]", r, minimum=1) for i, r in enumerate(ranks))
+    return (r1, r2, r3)
+
+
+def _is_full(ranks: Any) -> bool:
+    return isinstance(ranks, str) and ranks == "full"
+
+
+def full_ranks(shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The multilinear rank bound of a ``(n, d, d)`` tensor: each mode's size, capped at the
+    product of the other two (a mode unfolding has no more independent rows than columns).
+    Lossless, and the depth scaler of a long, thin group stays ``(n, d*d)`` instead of ``(n, n)``."""
+    n, d_out, d_in = shape
+    return (min(n, d_out * d_in), min(d_out, n * d_in), min(d_in, n * d_out))
 
 
 def check_ranks(ranks: Any, layout: ModelLayout, method: str, share: bool) -> list[tuple[int, int, int]]:
     """Validate ``ranks`` against every group and return the ranks used for each group.
 
     Tucker: ``r_m`` may not exceed mode m of a group's ``(S*L, d, d)`` tensor; with a shared
-    template the limit is the smallest group's. ``"full"`` takes each group's own mode sizes
+    template the limit is the smallest group's. ``"full"`` takes each group's :func:`full_ranks`
     (lossless; with a shared template only when there is one group).
     Kronecker: ``(k, a, b)`` with ``a`` and ``b`` dividing every group's width and
     ``k <= a*b``; ``"full"`` is not defined (pass ``(a*b, a, b)``).
     """
     groups = layout.groups
     if method == "kronecker":
-        if ranks == "full":
+        if _is_full(ranks):
             raise ValueError(
                 "ranks='full' is only defined for method='tucker'; for Kronecker pass (k, a, b), lossless at k = a*b"
             )
@@ -74,14 +103,14 @@ def check_ranks(ranks: Any, layout: ModelLayout, method: str, share: bool) -> li
             raise ValueError(f"ranks[0]: {KRONECKER_MODES[0]} allows at most a*b = {a * b}, found {k}")
         return [(k, a, b)] * len(groups)
 
-    if ranks == "full":
+    if _is_full(ranks):
         if share and len(groups) > 1:
             sizes = [g.shape for g in groups]
             raise ValueError(
                 f"ranks='full' needs one template per group (share=False): the {len(groups)} "
                 f"groups have different mode sizes {sizes}"
             )
-        return [g.shape for g in groups]
+        return [full_ranks(g.shape) for g in groups]
     wanted = _rank_tuple(ranks)
     for mode, r in enumerate(wanted):
         for g in groups:
@@ -94,9 +123,21 @@ def check_ranks(ranks: Any, layout: ModelLayout, method: str, share: bool) -> li
     return [wanted] * len(groups)
 
 
-def check_finite(named_tensors: Iterable[tuple[str, Tensor]]) -> None:
-    """Every tensor must hold only finite values."""
+def check_finite(named_tensors: Iterable[tuple[str, Tensor]], kind: str = "parameter", where: str = "") -> None:
+    """Every floating-point tensor must hold only finite values; the error names the ``kind``
+    of tensor (parameter, buffer, tensor), its name and ``where`` it came from (a file)."""
     for name, tensor in named_tensors:
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             bad = (~torch.isfinite(tensor)).sum().item()
-            raise ValueError(f"parameter {name!r} holds {bad} non-finite value(s) (NaN or Inf)")
+            raise ValueError(f"{kind} {name!r} holds {bad} non-finite value(s) (NaN or Inf){where}")
+
+
+def check_materialized(model: nn.Module, name: str = "model") -> None:
+    """``model`` must hold real values: a meta-device tensor has a shape but no data, and any
+    decomposition or copy into it would be silently empty."""
+    for key, tensor in (*model.named_parameters(), *model.named_buffers()):
+        if tensor.is_meta:
+            raise ValueError(
+                f"{name} has tensors on the meta device (e.g. {key!r}), which hold no values; "
+                "materialize it first, e.g. model.to_empty(device='cpu') and load its weights"
+            )
