@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -111,6 +112,12 @@ class ImageDataset:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """``{"images": N, "labels_sha256": first 16 hex digits of the sha256 of the int64 labels}``:
+        recorded by training jobs so that a resume on other data is refused."""
+        labels = self.labels.detach().cpu().to(torch.int64).contiguous().numpy().tobytes()
+        return {"images": len(self), "labels_sha256": hashlib.sha256(labels).hexdigest()[:16]}
 
     def subset(self, n: int, seed: int = 0) -> ImageDataset:
         """A seeded random subset of ``n`` images (not class-balanced), kept in the original order."""

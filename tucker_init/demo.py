@@ -65,7 +65,7 @@ def run_demo(
     from analysis.spectra import template_spectra
 
     out = Path(out_dir)
-    data = data or default_dataset()
+    data = default_dataset() if data is None else data
     # Evaluations use a fixed, seeded subset of the test split to keep the demo short.
     pre_steps, ft_steps, batch, test_subset = (200, 60, 64, 2000) if quick else (1000, 200, 64, 5000)
     command = "python -m tucker_init demo" + (" --quick" if quick else "")

@@ -17,10 +17,34 @@ from timm.models.resnet import BasicBlock, ResNet
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-__all__ = ["FAMILIES", "create_model", "parse_size", "size_name"]
+__all__ = ["DEFAULT_SIZES", "FAMILIES", "check_size", "create_model", "parse_size", "size_name"]
 
 FAMILIES = ("vit", "resnet", "resnetd", "convnext")
 HEAD_DIM = 64
+# (depth, width) that create_model uses for a family when depth / width is None.
+DEFAULT_SIZES = {"vit": (6, 192), "resnet": (2, 32), "resnetd": (2, 32), "convnext": (2, 32)}
+
+
+def check_size(name: str, value: Any, *, allow_none: bool = False) -> int | None:
+    """``value`` must be a positive int (``None`` too when ``allow_none``, meaning "the default").
+
+    Raises:
+        ValueError: naming ``name``, what was expected and what was found (0 is not "default").
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        expected = "a positive int" + (" or None (the default)" if allow_none else "")
+        raise ValueError(f"{name} must be {expected}, found {value!r}")
+    return value
+
+
+def _sized(name: str, depth: int | None, width: int | None) -> tuple[int, int]:
+    """The family's size with ``None`` taking :data:`DEFAULT_SIZES`, checked positive."""
+    default_depth, default_width = DEFAULT_SIZES[name]
+    depth = check_size(f"{name} depth", default_depth if depth is None else depth)
+    width = check_size(f"{name} width", default_width if width is None else width)
+    return depth, width  # type: ignore[return-value]
 
 
 def create_model(
@@ -29,8 +53,8 @@ def create_model(
     depth: int | None = None,
     width: int | None = None,
     num_classes: int = 10,
-    img_size: int = 32,
-    patch_size: int = 4,
+    img_size: int | None = None,
+    patch_size: int | None = None,
     in_chans: int = 3,
     **kwargs: Any,
 ) -> nn.Module:
@@ -40,54 +64,100 @@ def create_model(
         name: ``"vit"``, ``"resnet"``, ``"resnetd"``, ``"convnext"`` or any timm model name.
         depth: ViT blocks; CNNs: blocks per stage in the last three stages (the first has
             ``max(1, depth // 2)``), so depth 2 gives a ResNet-18-like ``(1, 2, 2, 2)``.
+            ``None``: the family's default (:data:`DEFAULT_SIZES`).
         width: ViT embedding width (a multiple of 64); CNNs: first-stage width (stages
-            double it).
-        num_classes, img_size, patch_size, in_chans: as in timm.
+            double it). ``None``: the family's default.
+        num_classes, in_chans: as in timm.
+        img_size, patch_size: ViT input and patch size (``None``: 32 and 4); for a timm name
+            they are passed on when given (``img_size`` only to models that take it).
 
     Raises:
-        ValueError: a size that the family cannot take, naming what would work.
+        ValueError: a size that the family cannot take, naming what would work; depth or
+            width for a timm name; an unknown name.
     """
+    check_size("num_classes", num_classes)
+    check_size("img_size", img_size, allow_none=True)
+    check_size("patch_size", patch_size, allow_none=True)
     if name == "vit":
-        depth, width = depth or 6, width or 192
-        if width % HEAD_DIM:
-            raise ValueError(f"vit width must be a multiple of the head size {HEAD_DIM}, found {width}")
-        return VisionTransformer(
-            img_size=img_size,
-            patch_size=patch_size,
-            in_chans=in_chans,
-            num_classes=num_classes,
-            embed_dim=width,
-            depth=depth,
-            num_heads=width // HEAD_DIM,
-            **kwargs,
-        )
+        return _create_vit(depth, width, num_classes, img_size, patch_size, in_chans, kwargs)
     if name in ("resnet", "resnetd", "convnext"):
-        depth, width = depth or 2, width or 32
-        if depth < 1 or width < 1:
-            raise ValueError(f"{name} depth and width must be positive, found depth={depth}, width={width}")
-        depths = (max(1, depth // 2), depth, depth, depth)
-        widths = tuple(width * 2**i for i in range(4))
-        if name == "resnetd":
-            # Deep stem: 3x3 convs of width/2, width/2, width channels (timm's plain stem is 64 wide
-            # at every width, so a plain ResNet's first block changes proportions with the width).
-            if width % 2:
-                raise ValueError(f"resnetd width must be even (its stem is width / 2 wide), found {width}")
-            kwargs = {"stem_type": "deep", "stem_width": width // 2} | kwargs
-        if name in ("resnet", "resnetd"):
-            return ResNet(
-                BasicBlock,
-                layers=depths,
-                channels=widths,
-                num_classes=num_classes,
-                in_chans=in_chans,
-                **kwargs,
-            )
-        return ConvNeXt(depths=depths, dims=widths, num_classes=num_classes, in_chans=in_chans, **kwargs)
+        return _create_cnn(name, depth, width, num_classes, in_chans, kwargs)
     if depth is not None or width is not None:
         raise ValueError(
-            f"depth/width apply to the families {list(FAMILIES)}; for the timm model {name!r} leave them unset"
+            f"depth/width apply to the families {list(FAMILIES)}; for the timm model {name!r} leave them unset, "
+            f"found depth={depth!r}, width={width!r}"
         )
-    return timm.create_model(name, num_classes=num_classes, in_chans=in_chans, pretrained=False, **kwargs)
+    return _create_timm(name, num_classes, img_size, patch_size, in_chans, kwargs)
+
+
+def _create_vit(
+    depth: int | None,
+    width: int | None,
+    num_classes: int,
+    img_size: int | None,
+    patch_size: int | None,
+    in_chans: int,
+    kwargs: dict[str, Any],
+) -> VisionTransformer:
+    depth, width = _sized("vit", depth, width)
+    if width % HEAD_DIM:
+        raise ValueError(f"vit width must be a multiple of the head size {HEAD_DIM}, found {width}")
+    return VisionTransformer(
+        img_size=32 if img_size is None else img_size,
+        patch_size=4 if patch_size is None else patch_size,
+        in_chans=in_chans,
+        num_classes=num_classes,
+        embed_dim=width,
+        depth=depth,
+        num_heads=width // HEAD_DIM,
+        **kwargs,
+    )
+
+
+def _create_cnn(
+    name: str, depth: int | None, width: int | None, num_classes: int, in_chans: int, kwargs: dict[str, Any]
+) -> nn.Module:
+    depth, width = _sized(name, depth, width)
+    depths = (max(1, depth // 2), depth, depth, depth)
+    widths = tuple(width * 2**i for i in range(4))
+    if name == "resnetd":
+        # Deep stem: 3x3 convs of width/2, width/2, width channels (timm's plain stem is 64 wide
+        # at every width, so a plain ResNet's first block changes proportions with the width).
+        if width % 2:
+            raise ValueError(f"resnetd width must be even (its stem is width / 2 wide), found {width}")
+        kwargs = {"stem_type": "deep", "stem_width": width // 2} | kwargs
+    if name in ("resnet", "resnetd"):
+        return ResNet(BasicBlock, layers=depths, channels=widths, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    return ConvNeXt(depths=depths, dims=widths, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+def _create_timm(
+    name: str,
+    num_classes: int,
+    img_size: int | None,
+    patch_size: int | None,
+    in_chans: int,
+    kwargs: dict[str, Any],
+) -> nn.Module:
+    """``timm.create_model(name)``; ``img_size`` is dropped for models that do not take it (CNNs
+    accept any input size), ``patch_size`` is not."""
+    if not isinstance(name, str) or not timm.is_model(name):
+        raise ValueError(
+            f"model must be one of the families {list(FAMILIES)} or a timm model name (timm.list_models()), "
+            f"found {name!r}"
+        )
+    base = {"num_classes": num_classes, "in_chans": in_chans, "pretrained": False, **kwargs}
+    sizes = {k: v for k, v in (("img_size", img_size), ("patch_size", patch_size)) if v is not None}
+    while True:
+        try:
+            return timm.create_model(name, **base, **sizes)
+        except TypeError as err:
+            refused = [k for k in sizes if f"'{k}'" in str(err)]
+            if not refused:
+                raise
+            if refused[0] == "patch_size":
+                raise ValueError(f"the timm model {name!r} does not take a patch_size, found {patch_size}") from err
+            del sizes["img_size"]
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -7,22 +7,26 @@ resumed (``resume=True``) from the checkpoint it leaves there.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from .checkpoint import LAST, load_checkpoint
 from .data import BatchLoader, ImageDataset, load_dataset
 from .factorized import factorize
 from .initialize import InitReport, LearnConfig, initialize
 from .io import save_template, write_safetensors_atomic
 from .mae import masked_model_for
-from .models import create_model, size_name
+from .models import check_size, create_model, size_name
 from .stochastic import WidthScaling
 from .train import TrainConfig, TrainResult, finetune, masked_image_loss, train
 from .validation import check_choice
@@ -30,6 +34,8 @@ from .validation import check_choice
 __all__ = [
     "ModelSpec",
     "PretrainResult",
+    "check_model_path",
+    "check_run_dir",
     "finetune_model",
     "init_model",
     "load_model",
@@ -45,14 +51,31 @@ MODEL_FORMAT = "tucker_init.model"
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model by family and size, e.g. ``ModelSpec("vit", depth=6, width=128)``."""
+    """A model by family and size, e.g. ``ModelSpec("vit", depth=6, width=128)``.
+
+    ``family`` is one of :data:`~tucker_init.models.FAMILIES` or a timm model name (then depth and
+    width must be ``None``); ``depth`` / ``width`` ``None`` take the family's default; ``patch_size``
+    ``None`` (timm names) keeps the model's own.
+
+    Raises:
+        ValueError: a size that is not a positive int (0 is not "the default").
+    """
 
     family: str = "vit"
     depth: int | None = 6
     width: int | None = 128
     num_classes: int = 10
     img_size: int = 32
-    patch_size: int = 4
+    patch_size: int | None = 4
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.family, str) or not self.family:
+            raise ValueError(f"family must be a model family or timm model name, found {self.family!r}")
+        check_size("depth", self.depth, allow_none=True)
+        check_size("width", self.width, allow_none=True)
+        check_size("num_classes", self.num_classes)
+        check_size("img_size", self.img_size)
+        check_size("patch_size", self.patch_size, allow_none=True)
 
     def build(self) -> nn.Module:
         """A freshly initialized model of this spec."""
@@ -77,12 +100,46 @@ class ModelSpec:
 
 # -- dense model files -----------------------------------------------------------------------------
 def save_model(path: str | os.PathLike, model: nn.Module, spec: ModelSpec, extra: dict | None = None) -> Path:
-    """Write a dense model's state dict (safetensors, atomically) with its spec as metadata."""
-    path = Path(path)
+    """Write a dense model's state dict (safetensors, atomically) with its spec as metadata.
+
+    Raises:
+        IsADirectoryError, ValueError: see :func:`check_model_path`.
+    """
+    path = check_model_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    metadata = {"format": MODEL_FORMAT, "spec": json.dumps(asdict(spec)), "extra": json.dumps(extra or {})}
+    extra = {} if extra is None else extra
+    metadata = {"format": MODEL_FORMAT, "spec": json.dumps(asdict(spec)), "extra": json.dumps(extra)}
     write_safetensors_atomic(path, tensors, metadata)
+    return path
+
+
+def _file_format(path: Path) -> str | None:
+    """The ``format`` metadata of a safetensors file; ``None`` for any other file."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("format")
+    except Exception:  # not safetensors at all
+        return None
+
+
+def check_model_path(path: str | os.PathLike) -> Path:
+    """``path`` as a place :func:`save_model` may write: not a folder, and not an existing file
+    other than a tucker_init model file (a template, a checkpoint, metrics, ... are kept).
+
+    Raises:
+        IsADirectoryError: ``path`` is a folder. ValueError: ``path`` is another kind of file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"model file {str(path)!r} is a folder; expected the path of a .safetensors file")
+    if path.exists():
+        found = _file_format(path)
+        if found != MODEL_FORMAT:
+            raise ValueError(
+                f"{str(path)!r} exists and is not a tucker_init model file (format {found!r}); "
+                "refusing to overwrite it: choose another path"
+            )
     return path
 
 
@@ -134,7 +191,7 @@ def make_train_loader(
     if batch_size % world:
         raise ValueError(f"batch_size must be divisible by the {world} processes, found {batch_size}")
     train_set = load_dataset(data, "train", root=root) if isinstance(data, str) else data
-    if train_subset:
+    if train_subset is not None:
         train_set = train_set.subset(min(train_subset, len(train_set)), seed=seed)
     return BatchLoader(
         train_set, batch_size // world, image_size=image_size, augment=augment, seed=seed, rank=rank, world_size=world
@@ -170,7 +227,7 @@ def make_loaders(
         raise ValueError("data is an ImageDataset: pass test_data= as well (a held-out set), found None")
     else:
         test_set = test_data
-    if test_subset:
+    if test_subset is not None:
         test_set = test_set.subset(min(test_subset, len(test_set)), seed=0)
     rank, world = _dist()
     test_loader = BatchLoader(
@@ -194,6 +251,47 @@ class PretrainResult:
     path: Path
     train: TrainResult
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def check_run_dir(out_dir: str | os.PathLike, kind: str, resume: bool) -> Path:
+    """``out_dir`` as the folder of a ``kind`` training job (``"pretrain"`` | ``"finetune"``).
+
+    Raises:
+        NotADirectoryError: ``out_dir`` is a file. ValueError: without ``resume``, it holds the
+            checkpoint of another kind of job (with ``resume``, :func:`~tucker_init.train.train`
+            compares the whole recorded job and names what differs).
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"out_dir {str(out)!r} is a file; expected a folder for the {kind} job's outputs")
+    ckpt = out / LAST
+    if resume or not ckpt.is_file():
+        return out
+    found = (load_checkpoint(ckpt).get("job") or {}).get("kind")
+    if found is not None and found != kind:
+        raise ValueError(
+            f"out_dir {str(out)!r} holds the checkpoint of a {found} job ({str(ckpt)!r}); a {kind} job "
+            "would overwrite it: choose another folder"
+        )
+    return out
+
+
+def _data_job(data: str | ImageDataset, data_root: str | None, loader: BatchLoader, subset: int | None) -> dict:
+    """The data fields of a job record: name, root, subset and the fingerprint of the images used."""
+    return {
+        "data": data if isinstance(data, str) else data.name,
+        "data_root": None if data_root is None else str(Path(data_root).resolve()),
+        "train_subset": subset,
+        "data_fingerprint": loader.dataset.fingerprint(),
+    }
+
+
+def _architecture(model: nn.Module) -> str:
+    """A model's class, size and a hash of its parameter names and shapes."""
+    shapes = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+    digest = hashlib.sha256(repr(shapes).encode()).hexdigest()[:16]
+    count = sum(p.numel() for p in model.parameters())
+    return f"{type(model).__name__}, {count} parameters, shapes sha256 {digest}"
 
 
 def pretrain(
@@ -228,9 +326,12 @@ def pretrain(
     ``"off"``: in ``experiments/stochastic_scaling.py --quick --seeds 0 1 2`` prefix masks and rank
     dropout gave 4-5 points lower fine-tuned top-1 than no masks at the template's width and at a
     wider one, and no gain at a narrower one.
+
+    The checkpoint records the job (spec, ranks, method, init, scaling, dense, mask ratio, data
+    set, root and fingerprint); ``resume=True`` with any of them changed is refused, naming them.
     """
     check_choice("scaling", scaling, SCALING_MODES)
-    out = Path(out_dir)
+    out = check_run_dir(out_dir, "pretrain", resume)
     torch.manual_seed(seed)
     model = spec.build()
     scaler_hook = None
@@ -245,7 +346,7 @@ def pretrain(
             scaler_hook = WidthScaling(scaling, seed=seed).attach(encoder)
     # CNNs: mask 8 px patches at 32 px (16 per image); their default, the total stride (32),
     # would leave a single patch.
-    extra = {} if spec.family == "vit" else {"patch_size": max(1, spec.img_size // 4)}
+    extra = {} if isinstance(model, VisionTransformer) else {"patch_size": max(1, spec.img_size // 4)}
     objective = masked_model_for(encoder, mask_ratio=mask_ratio, **extra)
     train_loader = make_train_loader(
         data, batch_size, image_size=spec.img_size, seed=seed, train_subset=train_subset, root=data_root
@@ -264,6 +365,15 @@ def pretrain(
         checkpoint_every=max(1, steps // 5),
         find_unused_parameters=True,
     )
+    factorized = {"ranks": ranks, "method": method, "init": init, "scaling": scaling}
+    job = {
+        "kind": "pretrain",
+        **asdict(spec),
+        "dense": dense,
+        **{k: None if dense else v for k, v in factorized.items()},  # a dense run has none of them
+        "mask_ratio": mask_ratio,
+        **_data_job(data, data_root, train_loader, train_subset),
+    }
     result = train(
         objective,
         train_loader,
@@ -271,6 +381,7 @@ def pretrain(
         config,
         resume=resume,
         before_step=scaler_hook.set_step if scaler_hook is not None else None,
+        job=job,
     )
     objective.cpu()
     if dense:
@@ -293,7 +404,19 @@ def init_model(
     data_root: str | None = None,
 ) -> tuple[nn.Module, InitReport]:
     """A model of ``spec`` initialized from the template file ``source``; with
-    ``learn_steps > 0`` its scalers are first learned on ``data`` (classification loss)."""
+    ``learn_steps > 0`` its scalers are first learned on ``data`` (classification loss).
+
+    Raises:
+        ValueError: ``learn_steps`` not an int >= 0; ``data`` missing with learn steps, or given
+            (with ``data_root``) without them, where it would be unused.
+    """
+    if isinstance(learn_steps, bool) or not isinstance(learn_steps, int) or learn_steps < 0:
+        raise ValueError(f"learn_steps must be an int >= 0, found {learn_steps!r}")
+    if learn_steps == 0 and (data is not None or data_root is not None):
+        raise ValueError(
+            f"data / data_root are used only with learn_steps > 0 (to learn the scalers), found learn_steps=0 "
+            f"and data={data if isinstance(data, str) or data is None else data.name!r}, data_root={data_root!r}"
+        )
     torch.manual_seed(seed)
     target = spec.build()
     learn = None
@@ -325,8 +448,16 @@ def finetune_model(
     test_subset: int | None = None,
     data_root: str | None = None,
     test_data: ImageDataset | None = None,
+    job: Mapping[str, Any] | None = None,
 ) -> TrainResult:
-    """Fine-tune a classifier (AdamW, warm-up + cosine, label smoothing) and evaluate top-1."""
+    """Fine-tune a classifier (AdamW, warm-up + cosine, label smoothing) and evaluate top-1.
+
+    The checkpoint records the job: the model's architecture, image size, data set, root and the
+    fingerprints of the train and test images, plus the caller's ``job`` fields (e.g. the model
+    spec and the weights file); ``resume=True`` with any of them changed is refused, naming them.
+    """
+    if out_dir is not None:
+        check_run_dir(out_dir, "finetune", resume)
     train_loader, test_loader = make_loaders(
         data,
         batch_size,
@@ -350,4 +481,13 @@ def finetune_model(
         log_every=max(1, min(50, steps // 10)),
         checkpoint_every=max(1, steps // 4) if out_dir is not None else 0,
     )
-    return finetune(model, train_loader, test_loader, config, resume=resume)
+    record = {
+        "kind": "finetune",
+        "model": _architecture(model),
+        "img_size": image_size,
+        **_data_job(data, data_root, train_loader, train_subset),
+        "test_subset": test_subset,
+        "test_fingerprint": test_loader.dataset.fingerprint(),
+        **({} if job is None else dict(job)),
+    }
+    return finetune(model, train_loader, test_loader, config, resume=resume, job=record)

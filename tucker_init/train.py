@@ -505,18 +505,46 @@ def _check_loader(loader: Any, config: TrainConfig, info: DistInfo) -> None:
         )
 
 
-def _check_resume(saved: Mapping[str, Any], config: TrainConfig, total: int, path: Path) -> None:
+def _plain_job(job: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``job`` as plain JSON values (tuples become lists), so a stored and a fresh one compare."""
+    if job is None:
+        return None
+    if not isinstance(job, Mapping):
+        raise TypeError(f"job must be a mapping of plain values or None, found {type(job).__name__}")
+    try:
+        return json.loads(json.dumps(dict(job)))
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"job must hold plain JSON values (numbers, strings, lists, dicts, None): {err}") from err
+
+
+def _job_diff(saved: Mapping[str, Any] | None, current: Mapping[str, Any] | None) -> list[str]:
+    """``"field: checkpoint X, now Y"`` for every field of the jobs that differs (both must be set)."""
+    if saved is None or current is None:
+        return []  # checkpoints of older versions, or runs that record no job
+    if saved.get("kind") != current.get("kind"):  # another kind of job: the rest cannot match anyway
+        return [f"kind: checkpoint {saved.get('kind')!r}, now {current.get('kind')!r}"]
+    keys = list(current) + [k for k in saved if k not in current]
+    return [f"{k}: checkpoint {saved.get(k)!r}, now {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
+
+
+def _check_resume(
+    saved: Mapping[str, Any], config: TrainConfig, total: int, path: Path, job: Mapping[str, Any] | None = None
+) -> None:
+    """Refuse to resume from ``saved`` when the config's trajectory fields, the job (data set,
+    model, ranks, ...: see :func:`train`'s ``job``) or the planned steps differ."""
     current = config.to_dict()
     saved_cfg = saved.get("config", {})
 
     def norm(v: Any) -> Any:
         return list(v) if isinstance(v, tuple) else v
 
-    diff = [
-        f"{k}: checkpoint {saved_cfg.get(k)!r}, now {current[k]!r}"
-        for k in _TRAJECTORY_FIELDS
-        if norm(saved_cfg.get(k)) != norm(current[k])
-    ]
+    diff = _job_diff(saved.get("job"), _plain_job(job))
+    if not diff or not diff[0].startswith("kind:"):
+        diff += [
+            f"{k}: checkpoint {saved_cfg.get(k)!r}, now {current[k]!r}"
+            for k in _TRAJECTORY_FIELDS
+            if norm(saved_cfg.get(k)) != norm(current[k])
+        ]
     if diff:
         raise ValueError(f"cannot resume from {str(path)!r}: the config differs in " + "; ".join(diff))
     if saved.get("total_steps") != total:
@@ -557,6 +585,7 @@ def train(
     metrics_path: str | os.PathLike | None = None,
     eval_fn: EvalFn | None = None,
     before_step: Callable[[int], None] | None = None,
+    job: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place for ``config.steps`` optimizer steps.
 
@@ -581,6 +610,9 @@ def train(
         before_step: called with the 0-based index of each optimizer step before its
             forward pass, e.g. ``WidthScaling.set_step`` (its masks depend only on the seed
             and the step, so a resumed run draws the same ones).
+        job: what the run is about beyond ``config`` (kind of job, model, data set and its
+            fingerprint, ...; plain JSON values), stored in the checkpoint under ``"job"``; a
+            resume whose job differs from the stored one in any field is refused.
 
     Returns:
         A :class:`TrainResult`.
@@ -597,6 +629,7 @@ def train(
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable as loss_fn(model, batch), found {type(loss_fn).__name__}")
     config.validate()  # fields may have been changed since construction
+    job = _plain_job(job)
     info = init_distributed(config.device)
     device = info.device
     steps_per_epoch = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
@@ -625,7 +658,7 @@ def train(
             raise ValueError("resume=True needs config.out_dir (the checkpoint is out_dir/last.pt), found None")
         if ckpt_path.is_file():
             ckpt = load_checkpoint(ckpt_path)
-            _check_resume(ckpt, config, total, ckpt_path)
+            _check_resume(ckpt, config, total, ckpt_path, job)
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
@@ -696,6 +729,7 @@ def train(
                 rng=rng,
                 loader=loader.state_dict() if callable(getattr(loader, "state_dict", None)) else None,  # type: ignore[attr-defined]
                 config=config.to_dict(),
+                job=job,
                 world_size=info.world_size,
                 evals=evals,
                 elapsed=elapsed_before + time.perf_counter() - t0,
@@ -814,9 +848,11 @@ def finetune(
     resume: bool = False,
     metrics_path: str | os.PathLike | None = None,
     before_step: Callable[[int], None] | None = None,
+    job: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Fine-tune a classifier: :func:`train` with cross-entropy (``config.label_smoothing``),
-    evaluating on ``test_loader`` every ``config.eval_every`` steps and at the end.
+    evaluating on ``test_loader`` every ``config.eval_every`` steps and at the end; ``job`` as in
+    :func:`train`.
 
     Returns:
         The :class:`TrainResult`; ``final_eval`` holds ``top1`` (percent) / ``loss`` on the
@@ -835,4 +871,5 @@ def finetune(
         metrics_path=metrics_path,
         eval_fn=eval_fn,
         before_step=before_step,
+        job=job,
     )
