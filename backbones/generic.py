@@ -13,6 +13,7 @@ a block is templated; pass ``is_primary(module, param_name) -> bool`` to choose 
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 
 from torch import nn
@@ -39,11 +40,15 @@ class GenericAdapter(BackboneAdapter):
             )
         if len(block_containers) == 0:
             raise ValueError("block_containers must name at least one block container, found []")
-        if not isinstance(width_multiple, int) or width_multiple < 1:
+        try:
+            multiple = None if isinstance(width_multiple, bool) else operator.index(width_multiple)
+        except TypeError:
+            multiple = None
+        if multiple is None or multiple < 1:
             raise ValueError(f"width_multiple must be a positive int, found {width_multiple!r}")
         self.block_containers = list(block_containers)
         self._is_primary = is_primary or default_is_primary
-        self._width_multiple = width_multiple
+        self._width_multiple = multiple
 
     def matches(self, model: nn.Module) -> bool:
         names = dict(model.named_modules())

@@ -259,3 +259,17 @@ def test_no_warning_for_a_template_that_fits(saved):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         initialize(tiny_vit(depth=3), saved)
+
+
+def test_numpy_integers_everywhere_an_int_is_taken(saved):
+    from tucker_init import WidthScaling, get_initializer
+
+    assert LearnConfig(data=[], steps=np.int64(3)).steps == 3
+    scaling = WidthScaling("prefix", seed=np.int32(5), multiple=np.int64(8))
+    assert (scaling.seed, scaling.multiple) == (5, 8)
+    scaling.set_step(np.int64(2))
+    assert scaling.step == 2
+    assert GenericAdapter(["0"], width_multiple=np.int64(2)).width_multiple(nn.Module()) == 2
+    get_initializer("random")(tiny_vit(depth=3), seed=np.int64(1))
+    with pytest.raises(TypeError, match=r"seed must be an int, found float"):
+        WidthScaling("prefix", seed=1.5)

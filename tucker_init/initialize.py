@@ -52,7 +52,7 @@ from .factorized import FactorizedModel, TemplateConfig, master_dtype, reconstru
 from .io import WeightTemplate, load_template
 from .layout import GroupLayout, ModelLayout, build_layout
 from .train import cycle_batches, to_device
-from .validation import check_choice, check_int, check_materialized
+from .validation import as_int, check_choice, check_int, check_materialized
 
 __all__ = [
     "DEPTH_RULES",
@@ -299,10 +299,11 @@ class LearnConfig:
                 f"learn needs exactly one budget: steps (int > 0) or epochs (float > 0), "
                 f"found steps={self.steps!r}, epochs={self.epochs!r}"
             )
-        if self.steps is not None and (
-            isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1
-        ):
-            raise ValueError(f"learn.steps must be a positive int, found {self.steps!r}")
+        if self.steps is not None:
+            steps = as_int(self.steps)
+            if steps is None or steps < 1:
+                raise ValueError(f"learn.steps must be a positive int, found {self.steps!r}")
+            self.steps = steps
         if self.epochs is not None:
             if isinstance(self.epochs, bool) or not isinstance(self.epochs, int | float) or not self.epochs > 0:
                 raise ValueError(f"learn.epochs must be a positive number, found {self.epochs!r}")

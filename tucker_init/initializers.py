@@ -38,6 +38,7 @@ from .factorized import FactorizedModel
 from .initialize import InitReport, LearnConfig, _target_state, as_template, initialize, match_groups
 from .io import WeightTemplate
 from .layout import build_layout
+from .validation import as_int
 
 __all__ = [
     "expand_linear",
@@ -112,8 +113,9 @@ def random_init(
     ``reset_parameters()`` of every submodule.
     """
     if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, int):
+        if as_int(seed) is None:
             raise ValueError(f"seed must be an int or None, found {type(seed).__name__} {seed!r}")
+        seed = as_int(seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             if callable(getattr(target_model, "init_weights", None)):

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from backbones import get_adapter
 
 from .factorized import FactorizedModel
+from .validation import as_int
 
 __all__ = [
     "MaskedAutoencoder",
@@ -143,11 +144,12 @@ def _check_ratio(mask_ratio: float) -> float:
 
 
 def _check_positive(name: str, value: int, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    result = as_int(value)
+    if result is None:
         raise TypeError(f"{name} must be an int, found {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, found {value}")
-    return value
+    if result < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, found {result}")
+    return result
 
 
 def _split_encoder(encoder: nn.Module) -> tuple[nn.Module, str]:

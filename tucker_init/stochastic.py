@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from .factorized import FactorizedModel
+from .validation import as_int, check_int
 
 __all__ = ["MODES", "WidthScaling"]
 
@@ -87,8 +88,8 @@ class WidthScaling:
         self.mode = mode
         self.p = float(p)
         self.min_fraction = float(min_fraction)
-        self.multiple = multiple
-        self.seed = seed
+        self.multiple = None if multiple is None else as_int(multiple)
+        self.seed = check_int("seed", seed)
         self.step = 0
         self.fm: FactorizedModel | None = None
 
@@ -104,10 +105,9 @@ class WidthScaling:
             or not 0.0 < min_fraction <= 1.0
         ):
             raise ValueError(f"min_fraction must be a float in (0, 1], found {min_fraction!r}")
-        if multiple is not None and (isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1):
+        if multiple is not None and (as_int(multiple) is None or as_int(multiple) < 1):
             raise ValueError(f"multiple must be a positive int or None, found {multiple!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, found {type(seed).__name__} {seed!r}")
+        check_int("seed", seed)
 
     # -- wiring ---------------------------------------------------------------------------------
     def attach(self, fm: FactorizedModel) -> WidthScaling:
@@ -138,9 +138,9 @@ class WidthScaling:
 
     def set_step(self, step: int) -> None:
         """Select the masks of training step ``step`` (call once per optimizer step)."""
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        if as_int(step) is None or as_int(step) < 0:
             raise ValueError(f"step must be a non-negative int, found {step!r}")
-        self.step = step
+        self.step = as_int(step)
 
     @property
     def active(self) -> bool:

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from .layout import ModelLayout
 
-__all__ = ["check_choice", "check_finite", "check_int", "check_materialized", "check_ranks"]
+__all__ = ["as_int", "check_choice", "check_finite", "check_int", "check_materialized", "check_ranks"]
 
 TUCKER_MODES = (
     "mode 1 (depth: S*L slices, scaler X)",
@@ -32,15 +32,23 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
     return value
 
 
+def as_int(value: Any) -> int | None:
+    """``value`` as a plain int when it is an integer of any standard kind (Python, numpy, a
+    0-d torch integer tensor), else ``None`` (bools, floats, strings...)."""
+    if isinstance(value, bool | np.bool_) or (isinstance(value, Tensor) and value.dtype == torch.bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
 def check_int(name: str, value: Any, minimum: int | None = None) -> int:
     """``value`` as a plain int: Python, numpy and 0-d torch integers are accepted
     (``operator.index``), bools and floats are not; with ``minimum``, it must be at least that."""
-    if isinstance(value, bool | np.bool_) or (isinstance(value, Tensor) and value.dtype == torch.bool):
-        raise TypeError(f"{name} must be an int, found bool {value!r}")
-    try:
-        result = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, found {type(value).__name__} {value!r}") from None
+    result = as_int(value)
+    if result is None:
+        raise TypeError(f"{name} must be an int, found {type(value).__name__} {value!r}")
     if minimum is not None and result < minimum:
         expected = "positive" if minimum == 1 else f"at least {minimum}"
         raise ValueError(f"{name} must be {expected}, found {result}")
