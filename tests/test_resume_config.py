@@ -159,12 +159,12 @@ def test_init_model_refuses_unused_data_and_negative_learn_steps(run):
 
 
 def test_jobs_are_compared_only_when_both_are_recorded(tmp_path):
-    from tucker_init.train import TrainConfig, _check_resume
+    from tucker_init.train import TrainConfig, check_resume
 
     config = TrainConfig(steps=2)
     saved = {"config": config.to_dict(), "total_steps": 2}
-    _check_resume(saved, config, 2, tmp_path / "last.pt", {"kind": "pretrain"})  # an older checkpoint: no job
-    _check_resume(saved | {"job": {"kind": "pretrain"}}, config, 2, tmp_path / "last.pt", None)
+    check_resume(saved, config, 2, tmp_path / "last.pt", {"kind": "pretrain"})  # an older checkpoint: no job
+    check_resume(saved | {"job": {"kind": "pretrain"}}, config, 2, tmp_path / "last.pt", None)
     with pytest.raises(ValueError, match=r"config differs in ranks: checkpoint \[1, 2, 3\], now \[1, 2, 4\]$"):
         job = {"kind": "pretrain", "ranks": [1, 2, 3]}
-        _check_resume(saved | {"job": job}, config, 2, tmp_path / "last.pt", {"kind": "pretrain", "ranks": (1, 2, 4)})
+        check_resume(saved | {"job": job}, config, 2, tmp_path / "last.pt", {"kind": "pretrain", "ranks": (1, 2, 4)})

@@ -54,7 +54,12 @@ def save_checkpoint(path: str | os.PathLike, **state: Any) -> Path:
         if key in state:
             raise ValueError(f"{key!r} is reserved for the checkpoint header; rename that entry")
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+
+    return atomic_write(path, write)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

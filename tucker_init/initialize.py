@@ -51,7 +51,7 @@ from backbones import BackboneAdapter, get_adapter
 from .factorized import FactorizedModel, TemplateConfig, master_dtype, reconstruct_group, template_keys
 from .io import WeightTemplate, load_template
 from .layout import GroupLayout, ModelLayout, build_layout
-from .train import cycle_batches, to_device
+from .training import cycle_batches, to_device, train_step
 from .validation import as_int, check_choice, check_int, check_materialized
 
 __all__ = [
@@ -781,44 +781,43 @@ def _map_remainder(
 
 
 # -------------------------------------------------------------------------------------- learn
+def _learn_loss(learn: LearnConfig) -> Callable[[nn.Module, Any], Tensor]:
+    """``loss_fn(model, batch)`` of a learned run: ``learn.loss`` on the model, on its output, or
+    cross-entropy of ``(x, y)`` batches."""
+
+    def loss_fn(model: nn.Module, batch: Any) -> Tensor:
+        if learn.loss_on == "model":
+            return learn.loss(model, batch)  # type: ignore[misc]
+        if not (isinstance(batch, tuple | list) and len(batch) >= 2):
+            raise ValueError(f"learn.data must yield (x, y) batches for the default loss, found {type(batch).__name__}")
+        output = model(batch[0])
+        return learn.loss(output, batch) if learn.loss is not None else F.cross_entropy(output, batch[1])
+
+    return loss_fn
+
+
 def _learn(fm: FactorizedModel, learn: LearnConfig, trainable: set[str], device: torch.device) -> list[float]:
-    """Adam on the chosen scalers; returns the loss per step."""
+    """Adam on the chosen scalers, one :func:`~tucker_init.training.train_step` per batch;
+    returns the loss per step."""
     from tqdm.auto import tqdm
 
     fm.to(device)
     for p in fm.parameters():
         p.requires_grad_(False)
-    params = []
-    for group in fm.scalers.values():
-        for key, p in group.items():
-            if key in trainable:
-                p.requires_grad_(True)
-                params.append(p)
+    params = [p for group in fm.scalers.values() for key, p in group.items() if key in trainable]
+    for p in params:
+        p.requires_grad_(True)
     optimizer = torch.optim.Adam(params, lr=learn.lr)
-    steps = learn.num_steps
+    loss_fn = _learn_loss(learn)
     losses: list[float] = []
     batches = cycle_batches(learn.data, name="learn.data")
     fm.train()
-    bar = tqdm(range(steps), desc="learn scalers", disable=not learn.progress, leave=False)
+    bar = tqdm(range(learn.num_steps), desc="learn scalers", disable=not learn.progress, leave=False)
     for step in bar:
-        batch = to_device(next(batches), device)
-        if learn.loss_on == "model":
-            loss = learn.loss(fm, batch)  # type: ignore[misc]
-        else:
-            if not (isinstance(batch, tuple | list) and len(batch) >= 2):
-                raise ValueError(
-                    f"learn.data must yield (x, y) batches for the default loss, found {type(batch).__name__}"
-                )
-            output = fm(batch[0])
-            loss = learn.loss(output, batch) if learn.loss is not None else F.cross_entropy(output, batch[1])
-        if not isinstance(loss, Tensor) or loss.numel() != 1:
-            raise ValueError(f"learn.loss must return a scalar tensor, found {type(loss).__name__}")
+        loss = train_step(fm, to_device(next(batches), device), loss_fn, optimizer, device=device, amp=False)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the loss became {loss.item()} at step {step}; lower learn.lr (now {learn.lr})")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
+        losses.append(float(loss))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     bar.close()
     return losses
