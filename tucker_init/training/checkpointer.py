@@ -71,7 +71,8 @@ def check_resume(
     """Refuse to resume from ``saved`` when the config's trajectory fields, the job (data set,
     model, ranks, ...) or the planned steps differ."""
     current = config.to_dict()
-    saved_cfg = saved.get("config", {})
+    # A checkpoint older than a field holds the field's default.
+    saved_cfg = TrainConfig.field_defaults() | dict(saved.get("config", {}))
 
     def norm(v: Any) -> Any:
         return list(v) if isinstance(v, tuple) else v

@@ -3,6 +3,7 @@ field by field), :class:`TrainResult` (what it returned) and :class:`NonFiniteLo
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -34,6 +35,10 @@ _TRAJECTORY_FIELDS = (
     "grad_clip",
     "seed",
     "betas",
+    "layer_decay",
+    "ema_decay",
+    "mixup",
+    "cutmix",
 )
 
 
@@ -111,6 +116,12 @@ class TrainConfig:
         max_steps: stop this invocation once this many steps of the run are done (the
             schedule still spans ``steps``), e.g. to split a run over several jobs.
         betas: AdamW betas.
+        layer_decay: layer-wise lr decay (timm's ``param_groups_layer_decay``: block ``i`` of
+            ``n`` gets ``lr * layer_decay ** (n - i)``); the model must be a timm model with
+            ``group_matcher``. ``None`` disables.
+        ema_decay: keep a timm ``ModelEmaV3`` of the model with this decay; evaluations use it.
+            ``None`` disables.
+        mixup, cutmix: alphas of timm's ``Mixup`` for :func:`finetune` (0 disables each).
         find_unused_parameters: passed to DDP; needed when some parameters get no gradient
             (e.g. a classification head during masked-image pre-training).
     """
@@ -134,6 +145,10 @@ class TrainConfig:
     max_time_s: float | None = None
     max_steps: int | None = None
     betas: tuple[float, float] = (0.9, 0.999)
+    layer_decay: float | None = None
+    ema_decay: float | None = None
+    mixup: float = 0.0
+    cutmix: float = 0.0
     find_unused_parameters: bool = False
 
     def __post_init__(self) -> None:
@@ -202,6 +217,13 @@ class TrainConfig:
             and all(_is_number(b) and 0 <= b < 1 for b in self.betas)
         ):
             raise bad("betas", "two numbers in [0, 1)")
+        for key in ("layer_decay", "ema_decay"):
+            value = getattr(self, key)
+            if value is not None and not (_is_number(value) and 0 < value < 1):
+                raise bad(key, "a number in (0, 1) or None")
+        for key in ("mixup", "cutmix"):
+            if not (_is_number(getattr(self, key)) and getattr(self, key) >= 0):
+                raise bad(key, "a number >= 0 (0 disables)")
 
     def total_steps(self, steps_per_epoch: int | None = None) -> int:
         """Steps of the whole run (``steps``, or ``ceil(epochs * steps_per_epoch)``)."""
@@ -219,6 +241,12 @@ class TrainConfig:
         data = asdict(self)
         data["betas"] = list(self.betas)
         return data
+
+    @classmethod
+    def field_defaults(cls) -> dict[str, Any]:
+        """Default of every field that has one, as :meth:`to_dict` writes it."""
+        defaults = {f.name: f.default for f in fields(cls) if f.default is not dataclasses.MISSING}
+        return defaults | {"betas": list(defaults["betas"])}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
@@ -246,6 +274,7 @@ class TrainResult:
         stopped: ``"completed"``, ``"max_steps"`` or ``"max_time"``.
         elapsed_s: wall-clock seconds of the whole run (all invocations).
         checkpoint: the last checkpoint written (``None`` without ``out_dir``).
+        ema: the EMA copy of the model (``config.ema_decay``), which the evaluations used.
     """
 
     step: int
@@ -257,6 +286,7 @@ class TrainResult:
     stopped: str = "completed"
     elapsed_s: float = 0.0
     checkpoint: Path | None = None
+    ema: nn.Module | None = None
 
     @property
     def completed(self) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from ..distributed import DistInfo, all_reduce_sum, init_distributed, wrap_ddp
 from .batches import autocast, batch_images, batch_stream, seed_everything, to_device
 from .checkpointer import Checkpointer, RunState
 from .config import EvalFn, LossFn, TrainConfig, TrainResult, _is_int
-from .losses import classification_loss, evaluate
+from .losses import classification_loss, evaluate, make_mixup
 from .metrics import MetricsLogger, prune_metrics
 from .optim import build_optimizer, build_scheduler
 
@@ -177,6 +178,9 @@ def train(
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config, total)
     parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
+    ema = _model_ema(model, config)
+    if ema is not None:
+        parts["ema"] = ema
     checkpointer = Checkpointer(config.out_dir, info, config, total, job, parts, loader)
     state = checkpointer.restore() if resume else RunState()
 
@@ -194,23 +198,21 @@ def train(
         tensorboard=tensorboard,
     )
     checkpointer.started = logger.started
+    run = _Run(
+        model,
+        wrap_ddp(model, info, config.find_unused_parameters),
+        optimizer,
+        scheduler,
+        ema,
+        config,
+        info,
+        total,
+        state,
+        checkpointer,
+        logger,
+    )
     try:
-        stopped = _run_steps(
-            model,
-            wrap_ddp(model, info, config.find_unused_parameters),
-            batch_stream(loader, state.skip),
-            loss_fn,
-            optimizer,
-            scheduler,
-            config,
-            info,
-            total,
-            state,
-            checkpointer,
-            logger,
-            eval_fn,
-            before_step,
-        )
+        stopped = _run_steps(run, batch_stream(loader, state.skip), loss_fn, eval_fn, before_step)
         written = checkpointer.save(state)
     finally:
         logger.close()
@@ -225,67 +227,98 @@ def train(
         stopped=stopped,
         elapsed_s=logger.elapsed(),
         checkpoint=written,
+        ema=None if ema is None else ema.module,
     )
 
 
+def _model_ema(model: nn.Module, config: TrainConfig) -> nn.Module | None:
+    if config.ema_decay is None:
+        return None
+    from timm.utils import ModelEmaV3
+
+    return ModelEmaV3(model, decay=config.ema_decay)
+
+
+@dataclass
+class _Run:
+    """What the step loop works on."""
+
+    model: nn.Module
+    ddp_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    ema: Any
+    config: TrainConfig
+    info: DistInfo
+    total: int
+    state: RunState
+    checkpointer: Checkpointer
+    logger: MetricsLogger
+
+    def evaluate(self, eval_fn: EvalFn) -> None:
+        """Evaluate (the EMA weights when kept), log and record the result."""
+        evaluated = self.model if self.ema is None else self.ema.module
+        record = _evaluate_now(evaluated, eval_fn, self.state.step, self.info.device)
+        self.logger.write({"kind": "eval", **record})
+        self.state.evals.append(record)
+
+    def step(self, batch: Any, loss_fn: LossFn) -> None:
+        """One optimizer step, the schedule, the EMA and the metrics."""
+        lr = max(group["lr"] for group in self.optimizer.param_groups)  # the top layer's, with layer decay
+        config = self.config
+        loss = train_step(
+            self.ddp_model,
+            batch,
+            loss_fn,
+            self.optimizer,
+            device=self.info.device,
+            amp=config.amp,
+            grad_clip=config.grad_clip,
+        )
+        self.scheduler.step()
+        self.state.step += 1
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.state.step)
+        self.logger.step(loss, batch_images(batch), lr)
+
+
 def _run_steps(
-    model: nn.Module,
-    ddp_model: nn.Module,
+    run: _Run,
     stream: Any,
     loss_fn: LossFn,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    config: TrainConfig,
-    info: DistInfo,
-    total: int,
-    state: RunState,
-    checkpointer: Checkpointer,
-    logger: MetricsLogger,
     eval_fn: EvalFn | None,
     before_step: Callable[[int], None] | None,
 ) -> str:
     """The step loop; returns why it stopped: ``"completed"``, ``"max_steps"`` or ``"max_time"``."""
-    device = info.device
-    stop_at = min(total, config.max_steps) if config.max_steps is not None else total
+    config, state = run.config, run.state
+    stop_at = min(run.total, config.max_steps) if config.max_steps is not None else run.total
     stopped = "completed"
-
-    def evaluate_and_log() -> None:
-        record = _evaluate_now(model, eval_fn, state.step, device)  # type: ignore[arg-type]
-        logger.write({"kind": "eval", **record})
-        state.evals.append(record)
-
     while state.step < stop_at:
-        batch = to_device(next(stream), device)
+        batch = to_device(next(stream), run.info.device)
         if before_step is not None:
             before_step(state.step)
-        lr = optimizer.param_groups[0]["lr"]
-        loss = train_step(
-            ddp_model, batch, loss_fn, optimizer, device=device, amp=config.amp, grad_clip=config.grad_clip
-        )
-        scheduler.step()
-        state.step += 1
-        logger.step(loss, batch_images(batch), lr)
+        run.step(batch, loss_fn)
         step = state.step
-        if _out_of_time(config, info, step, logger.started, device) and step < stop_at:
+        if _out_of_time(config, run.info, step, run.logger.started, run.info.device) and step < stop_at:
             stopped = "max_time"
         checkpoint_due = config.checkpoint_every > 0 and step % config.checkpoint_every == 0
         eval_due = eval_fn is not None and config.eval_every > 0 and step % config.eval_every == 0
         ending = step >= stop_at or stopped != "completed"
         if step % config.log_every == 0 or checkpoint_due or eval_due or ending:
-            logger.flush(step, checkpointer.good)  # checks the losses before anything is evaluated or saved
+            run.logger.flush(step, run.checkpointer.good)  # checks the losses before anything is evaluated or saved
         if eval_due:
-            evaluate_and_log()
+            run.evaluate(eval_fn)  # type: ignore[arg-type]
         if ending:
             break
         if checkpoint_due:
-            checkpointer.save(state)
-    if state.step >= total:
+            run.checkpointer.save(state)
+    if state.step >= run.total:
         stopped = "completed"
         if eval_fn is not None and (not state.evals or state.evals[-1]["step"] != state.step):
-            evaluate_and_log()
+            run.evaluate(eval_fn)
     elif stopped == "completed":
         stopped = "max_steps"
-    logger.flush(state.step, checkpointer.good)
+    run.logger.flush(state.step, run.checkpointer.good)
     return stopped
 
 
@@ -312,10 +345,11 @@ def finetune(
     def eval_fn(m: nn.Module) -> dict[str, float]:
         return evaluate(m, test_loader, amp=config.amp)
 
+    mixup = make_mixup(config, model, getattr(train_loader, "batch_size", None))
     return train(
         model,
         train_loader,
-        classification_loss(config.label_smoothing),
+        classification_loss(config.label_smoothing, mixup=mixup),
         config,
         resume=resume,
         metrics_path=metrics_path,

@@ -11,21 +11,59 @@ from torch import Tensor, nn
 
 from ..distributed import all_reduce_sum
 from .batches import autocast, to_device
-from .config import LossFn, _is_number
+from .config import LossFn, TrainConfig, _is_number
 
-__all__ = ["classification_loss", "evaluate", "masked_image_loss"]
+__all__ = ["classification_loss", "evaluate", "make_mixup", "masked_image_loss"]
 
 
-def classification_loss(label_smoothing: float = 0.0) -> LossFn:
-    """``loss_fn(model, (x, y))``: cross-entropy of ``model(x)`` (computed in float32)."""
+def classification_loss(label_smoothing: float = 0.0, mixup: Any = None) -> LossFn:
+    """``loss_fn(model, (x, y))``: cross-entropy of ``model(x)`` (computed in float32).
+
+    With ``mixup`` (a timm ``Mixup``, which applies the label smoothing itself) the batch is
+    mixed first and the loss is timm's ``SoftTargetCrossEntropy`` against the mixed targets.
+    """
     if not (_is_number(label_smoothing) and 0 <= label_smoothing < 1):
         raise ValueError(f"label_smoothing must be a number in [0, 1), found {label_smoothing!r}")
+    if mixup is not None:
+        from timm.loss import SoftTargetCrossEntropy
+
+        soft_ce = SoftTargetCrossEntropy()
+
+        def mixed_loss(model: nn.Module, batch: Any) -> Tensor:
+            x, y = mixup(batch[0], batch[1])
+            return soft_ce(model(x).float(), y)
+
+        return mixed_loss
 
     def loss_fn(model: nn.Module, batch: Any) -> Tensor:
         x, y = batch[0], batch[1]
         return F.cross_entropy(model(x).float(), y, label_smoothing=label_smoothing)
 
     return loss_fn
+
+
+def make_mixup(config: TrainConfig, model: nn.Module, batch_size: int | None) -> Any:
+    """timm's ``Mixup`` for ``config.mixup`` / ``config.cutmix`` (``None`` when both are 0).
+
+    Raises:
+        ValueError: the per-process batch is odd (Mixup pairs images with the batch flipped) or
+            the model does not say its ``num_classes``.
+    """
+    if not (config.mixup or config.cutmix):
+        return None
+    from timm.data import Mixup
+
+    num_classes = getattr(model, "num_classes", None)
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"mixup / cutmix need a model with num_classes (a timm classifier), found {num_classes!r}")
+    if batch_size is not None and batch_size % 2:
+        raise ValueError(f"mixup / cutmix need an even batch per process, found {batch_size}")
+    return Mixup(
+        mixup_alpha=config.mixup,
+        cutmix_alpha=config.cutmix,
+        label_smoothing=config.label_smoothing,
+        num_classes=num_classes,
+    )
 
 
 def masked_image_loss(model: nn.Module, batch: Any) -> Tensor:

@@ -27,7 +27,10 @@ def _no_decay_names(model: nn.Module) -> set[str]:
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW with two groups: decayed (matrices, conv kernels, templates, scalers) and not
-    decayed (1-D parameters such as norms and biases, and ``no_weight_decay()`` names)."""
+    decayed (1-D parameters such as norms and biases, and ``no_weight_decay()`` names); with
+    ``config.layer_decay``, timm's layer-wise groups instead (each group's lr scaled)."""
+    if config.layer_decay is not None:
+        return _layer_decay_optimizer(model, config)
     skip = _no_decay_names(model)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -44,6 +47,25 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
         for g, wd in ((decay, config.weight_decay), (no_decay, 0.0))
         if g  # AdamW refuses empty groups
     ]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+
+
+def _layer_decay_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    from timm.optim import param_groups_layer_decay
+
+    if not callable(getattr(model, "group_matcher", None)):
+        raise ValueError(
+            f"layer_decay needs a timm model with group_matcher() (its blocks in order), found "
+            f"{type(model).__name__}; materialize a FactorizedModel first or set layer_decay=None"
+        )
+    groups = param_groups_layer_decay(
+        model,
+        weight_decay=config.weight_decay,
+        no_weight_decay_list=_no_decay_names(model),
+        layer_decay=config.layer_decay,
+    )
+    for group in groups:  # the schedule scales each group's own base lr
+        group["lr"] = config.lr * group.pop("lr_scale", 1.0)
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
 
 
