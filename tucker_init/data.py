@@ -11,7 +11,9 @@ Sources (see :func:`list_datasets`):
 - ``digits``: scikit-learn's bundled 8x8 digits, a deterministic 80/20 split (seed 0).
 - ``photos``: random square crops of the natural photos bundled with scikit-learn and scikit-image
   (no download needed), labelled by source photo.
-- ``image_folder``: any ``root/<class>/<image>`` directory, read with PIL.
+- ``image_folder``: any ``root/<class>/<image>`` directory (listed by timm's folder reader), decoded
+  into memory with PIL here, or, with ``stream=True`` / through the pipeline, streamed from disk by
+  :mod:`tucker_init.streaming` (worker processes, resumable rank-sharded sampler).
 
 Every dataset is an :class:`ImageDataset` with ``images`` uint8 ``(N, C, H, W)`` and ``labels`` int64
 ``(N,)``. :class:`BatchLoader` turns it into float batches, with augmentation done on whole batches.
@@ -27,19 +29,24 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+if TYPE_CHECKING:
+    from .streaming import FolderDataset
+
 __all__ = [
     "BatchLoader",
     "ImageDataset",
     "default_dataset",
     "list_datasets",
+    "list_image_folder",
     "load_dataset",
+    "streamed_datasets",
 ]
 
 SPLITS = ("train", "test")
@@ -149,8 +156,22 @@ def default_dataset() -> str:
     return "digits"
 
 
-def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None = None, **kwargs: Any) -> ImageDataset:
-    """Load a dataset fully into memory.
+def streamed_datasets() -> list[str]:
+    """Names of :func:`list_datasets` that can be read lazily from disk (``load_dataset(..., stream=True)``,
+    streamed by :class:`~tucker_init.streaming.StreamingLoader`); the pipeline streams these and keeps the
+    others in memory."""
+    return ["image_folder"]
+
+
+def load_dataset(
+    name: str,
+    split: str = "train",
+    root: str | os.PathLike | None = None,
+    *,
+    stream: bool = False,
+    **kwargs: Any,
+) -> ImageDataset | FolderDataset:
+    """Load a dataset fully into memory, or (``stream=True``) list it for streaming from disk.
 
     Args:
         name: one of :func:`list_datasets`.
@@ -164,15 +185,30 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
             size), ``mode`` (``"RGB"`` default or ``"L"``), ``holdout`` (fraction for test when the folder
             has no ``train``/``test`` sub-folders, default 0.2).
             ``fashion_mnist``/``mnist``/``cifar10``/``cifar100``: ``download`` (default True).
+        stream: return a :class:`~tucker_init.streaming.FolderDataset` (file paths and labels only,
+            nothing decoded; kwargs: ``holdout``) instead of decoding every image into memory. Only for
+            :func:`streamed_datasets`.
 
     Returns:
-        An :class:`ImageDataset` with uint8 images ``(N, C, H, W)`` and int64 labels ``(N,)``.
+        An :class:`ImageDataset` with uint8 images ``(N, C, H, W)`` and int64 labels ``(N,)``; with
+        ``stream=True`` a :class:`~tucker_init.streaming.FolderDataset`.
     """
     names = list_datasets()
     if not isinstance(name, str) or name not in names:
         raise ValueError(f"name must be one of {names}, found {name!r}")
     if not isinstance(split, str) or split not in SPLITS:
         raise ValueError(f"split must be one of {list(SPLITS)}, found {split!r}")
+    if not isinstance(stream, bool):
+        raise TypeError(f"stream must be a bool, found {type(stream).__name__} {stream!r}")
+    if stream:
+        if name not in streamed_datasets():
+            raise ValueError(
+                f"stream=True is available for {streamed_datasets()} (read from disk); {name!r} is held in "
+                "memory: pass stream=False"
+            )
+        from .streaming import FolderDataset
+
+        return FolderDataset(root, split, **kwargs)
     if name in _IDX_SOURCES:
         return _load_idx_dataset(name, split, root, **kwargs)
     if name in _TORCHVISION_ONLY:
@@ -442,32 +478,44 @@ def _load_photos(split: str, n: int = 10000, size: int = 32, seed: int = 0) -> I
 # ------------------------------------------------------------------------------------- image folder
 
 
-def _load_image_folder(
-    split: str,
-    root: str | os.PathLike | None,
-    size: int | None = None,
-    mode: str = "RGB",
-    holdout: float = 0.2,
-) -> ImageDataset:
-    from PIL import Image
+def list_image_folder(
+    split: str, root: str | os.PathLike | None, holdout: float = 0.2
+) -> tuple[list[tuple[str, int]], list[str], Path]:
+    """The image files of one split of an image folder, without decoding any: ``(files, classes, folder)``
+    with ``files`` a list of ``(path, label)``.
 
+    Listing is timm's (``find_images_and_targets`` of its folder reader): files are found recursively,
+    labelled by their leaf folder, classes and files in natural order ("img2" before "img10"). Hidden
+    folders and files lying directly in the split folder are skipped. With ``root/train`` and
+    ``root/test`` the split is that sub-folder; otherwise a deterministic holdout (seed 0) of
+    ``holdout`` of the files is the test split. Both :func:`load_dataset` (in memory) and the streaming
+    loader use this listing, so they agree on files, labels and split.
+    """
+    from timm.data.readers.reader_image_folder import find_images_and_targets
+
+    if not isinstance(split, str) or split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, found {split!r}")
     if root is None:
         raise ValueError("root is required for 'image_folder': expected a folder of class sub-folders, found None")
-    if mode not in ("RGB", "L"):
-        raise ValueError(f"mode must be one of ['RGB', 'L'], found {mode!r}")
-    if not 0.0 < holdout < 1.0:
+    if isinstance(holdout, bool) or not isinstance(holdout, int | float) or not 0.0 < holdout < 1.0:
         raise ValueError(f"holdout must be in (0, 1), found {holdout!r}")
     base = Path(root)
     if not base.is_dir():
         raise FileNotFoundError(f"root must be an existing folder of class sub-folders, found {str(base)!r}")
     has_splits = (base / "train").is_dir() and (base / "test").is_dir()
     folder = base / split if has_splits else base
-    classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-    files: list[tuple[Path, int]] = []
-    for ci, cname in enumerate(classes):
-        for f in sorted((folder / cname).iterdir()):
-            if f.is_file() and f.suffix.lower() in _IMAGE_SUFFIXES:
-                files.append((f, ci))
+    found, class_to_idx = find_images_and_targets(str(folder), types=_IMAGE_SUFFIXES)
+    # Skip files directly in the folder (label "") and anything below a hidden folder or hidden.
+    idx_to_class = {i: c for c, i in class_to_idx.items()}
+    prefix = len(os.path.join(str(folder), ""))  # timm joins the walked folder and the file name
+    kept = [
+        (path, idx_to_class[label])
+        for path, label in found
+        if idx_to_class[label] and not any(p.startswith(".") for p in path[prefix:].split(os.sep))
+    ]
+    classes = sorted({c for _, c in kept}, key=class_to_idx.__getitem__)  # timm's natural order
+    index = {c: i for i, c in enumerate(classes)}
+    files = [(path, index[c]) for path, c in kept]
     if not files:
         raise FileNotFoundError(
             f"root must contain class sub-folders with images ({', '.join(_IMAGE_SUFFIXES)}); "
@@ -481,6 +529,21 @@ def _load_image_folder(
         files = [files[i] for i in keep]
         if not files:
             raise ValueError(f"split {split!r} of {str(folder)!r} is empty: the folder has too few images")
+    return files, classes, folder
+
+
+def _load_image_folder(
+    split: str,
+    root: str | os.PathLike | None,
+    size: int | None = None,
+    mode: str = "RGB",
+    holdout: float = 0.2,
+) -> ImageDataset:
+    from PIL import Image
+
+    if mode not in ("RGB", "L"):
+        raise ValueError(f"mode must be one of ['RGB', 'L'], found {mode!r}")
+    files, classes, folder = list_image_folder(split, root, holdout)
     arrays = []
     for f, _ in files:
         with Image.open(f) as im:

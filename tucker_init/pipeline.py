@@ -21,13 +21,14 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from .checkpoint import LAST, load_checkpoint
-from .data import BatchLoader, ImageDataset, load_dataset
+from .data import BatchLoader, ImageDataset, load_dataset, streamed_datasets
 from .factorized import factorize
 from .initialize import InitReport, LearnConfig, initialize
 from .io import save_template, write_safetensors_atomic
 from .mae import masked_model_for
 from .models import check_size, create_model, size_name
 from .stochastic import WidthScaling
+from .streaming import TRANSFORMS, FolderDataset, StreamingLoader
 from .train import TrainConfig, TrainResult, finetune, masked_image_loss, train
 from .validation import check_choice
 
@@ -175,7 +176,7 @@ def _dist() -> tuple[int, int]:
 
 
 def make_train_loader(
-    data: str | ImageDataset,
+    data: str | ImageDataset | FolderDataset,
     batch_size: int,
     *,
     image_size: int = 32,
@@ -183,23 +184,53 @@ def make_train_loader(
     augment: bool = True,
     train_subset: int | None = None,
     root: str | None = None,
-) -> BatchLoader:
-    """The training loader of ``data`` (a data set name, whose "train" split is used, or an
-    :class:`ImageDataset`); under torchrun each rank gets its shard of the global ``batch_size``.
-    ``train_subset`` trains on a subset of that size, drawn with ``seed``."""
+    transform: str = "mae",
+    workers: int | None = None,
+    pretrained_cfg: Mapping[str, Any] | None = None,
+) -> BatchLoader | StreamingLoader:
+    """The training loader of ``data`` (a data set name, whose "train" split is used, an
+    :class:`ImageDataset` or a :class:`~tucker_init.streaming.FolderDataset`); under torchrun each
+    rank gets its shard of the global ``batch_size``. ``train_subset`` trains on a subset of that
+    size, drawn with ``seed``.
+
+    Image folders (``data="image_folder"`` with ``root``, or a ``FolderDataset``) are streamed from
+    disk by a :class:`~tucker_init.streaming.StreamingLoader`: ``workers`` DataLoader processes
+    (default :func:`~tucker_init.streaming.default_workers`, or ``$TUCKER_INIT_WORKERS``), the timm
+    ``transform`` (``"mae"``: random-resized crop of 20-100 % + flip; ``"finetune"``: timm's training
+    transform; ``augment=False``: ``"eval"``, resize + center crop), mean / std from
+    ``pretrained_cfg`` when given, else 0.5. The in-memory sets (fashion_mnist, digits, photos, ...)
+    use a :class:`BatchLoader` (``augment``: pad-crop + flip on whole batches); ``transform``,
+    ``workers`` and ``pretrained_cfg`` do not apply to them.
+    """
+    check_choice("transform", transform, TRANSFORMS)
     rank, world = _dist()
     if batch_size % world:
         raise ValueError(f"batch_size must be divisible by the {world} processes, found {batch_size}")
-    train_set = load_dataset(data, "train", root=root) if isinstance(data, str) else data
+    if isinstance(data, str):
+        train_set = load_dataset(data, "train", root=root, stream=data in streamed_datasets())
+    else:
+        train_set = data
     if train_subset is not None:
         train_set = train_set.subset(min(train_subset, len(train_set)), seed=seed)
+    if isinstance(train_set, FolderDataset):
+        return StreamingLoader(
+            train_set,
+            batch_size // world,
+            image_size=image_size,
+            transform=transform if augment else "eval",
+            seed=seed,
+            rank=rank,
+            world_size=world,
+            workers=workers,
+            pretrained_cfg=pretrained_cfg,
+        )
     return BatchLoader(
         train_set, batch_size // world, image_size=image_size, augment=augment, seed=seed, rank=rank, world_size=world
     )
 
 
 def make_loaders(
-    data: str | ImageDataset,
+    data: str | ImageDataset | FolderDataset,
     batch_size: int,
     *,
     image_size: int = 32,
@@ -208,28 +239,58 @@ def make_loaders(
     train_subset: int | None = None,
     test_subset: int | None = None,
     root: str | None = None,
-    test_data: ImageDataset | None = None,
-) -> tuple[BatchLoader, BatchLoader]:
-    """Train and test loaders (see :func:`make_train_loader`).
+    test_data: ImageDataset | FolderDataset | None = None,
+    transform: str = "finetune",
+    workers: int | None = None,
+    pretrained_cfg: Mapping[str, Any] | None = None,
+) -> tuple[BatchLoader | StreamingLoader, BatchLoader | StreamingLoader]:
+    """Train and test loaders (see :func:`make_train_loader`; image folders are streamed, the
+    training split with timm's ``"finetune"`` transform by default, the test split with ``"eval"``).
 
     Args:
-        test_data: the held-out set when ``data`` is an :class:`ImageDataset` (required then);
-            for a data set name its "test" split is used.
+        test_data: the held-out set when ``data`` is an :class:`ImageDataset` or a ``FolderDataset``
+            (required then); for a data set name its "test" split is used.
         test_subset: evaluate on a subset of this size, drawn with a fixed seed, so runs with
             different seeds are scored on the same images.
     """
     train_loader = make_train_loader(
-        data, batch_size, image_size=image_size, seed=seed, augment=augment, train_subset=train_subset, root=root
+        data,
+        batch_size,
+        image_size=image_size,
+        seed=seed,
+        augment=augment,
+        train_subset=train_subset,
+        root=root,
+        transform=transform,
+        workers=workers,
+        pretrained_cfg=pretrained_cfg,
     )
     if isinstance(data, str):
-        test_set = load_dataset(data, "test", root=root)
+        test_set = load_dataset(data, "test", root=root, stream=data in streamed_datasets())
     elif test_data is None:
-        raise ValueError("data is an ImageDataset: pass test_data= as well (a held-out set), found None")
+        kind = type(data).__name__
+        article = "an" if kind[:1] in "AEIOU" else "a"
+        raise ValueError(f"data is {article} {kind}: pass test_data= as well (a held-out set), found None")
     else:
         test_set = test_data
     if test_subset is not None:
         test_set = test_set.subset(min(test_subset, len(test_set)), seed=0)
     rank, world = _dist()
+    if isinstance(test_set, FolderDataset):
+        test_loader: BatchLoader | StreamingLoader = StreamingLoader(
+            test_set,
+            min(batch_size // world, len(test_set)),
+            image_size=image_size,
+            transform="eval",
+            shuffle=False,
+            drop_last=False,
+            seed=seed,
+            rank=rank,
+            world_size=world,
+            workers=workers,
+            pretrained_cfg=pretrained_cfg,
+        )
+        return train_loader, test_loader
     test_loader = BatchLoader(
         test_set,
         min(batch_size // world, len(test_set)),
