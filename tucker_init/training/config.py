@@ -105,6 +105,11 @@ class TrainConfig:
         seed: seeds torch, numpy and ``random`` (rank ``r`` uses ``seed + r``).
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         amp: bf16 autocast on CUDA (ignored on CPU).
+        channels_last: keep the model and the image batches in ``torch.channels_last`` memory
+            format (faster convolutions on GPUs with tensor cores; for CNNs).
+        compile: ``torch.compile`` the model for the training steps with this backend
+            (``"inductor"`` on a GPU; ``"aot_eager"`` traces without code generation); ``None``
+            runs eagerly.
         log_every: steps between logged metrics (and non-finite-loss checks).
         checkpoint_every: steps between checkpoints in ``out_dir``; 0 = only at the end of
             the invocation (completed, ``max_steps`` or ``max_time_s``).
@@ -138,6 +143,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    channels_last: bool = False
+    compile: str | None = None
     log_every: int = 50
     checkpoint_every: int = 0
     eval_every: int = 0
@@ -197,8 +204,11 @@ class TrainConfig:
         name = self.device.split(":")[0] if isinstance(self.device, str) else None
         if name not in DEVICES or (isinstance(self.device, str) and ":" in self.device and name != "cuda"):
             raise bad("device", f"one of {list(DEVICES)} (or 'cuda:N')")
-        if not isinstance(self.amp, bool):
-            raise bad("amp", "a bool")
+        for key in ("amp", "channels_last"):
+            if not isinstance(getattr(self, key), bool):
+                raise bad(key, "a bool")
+        if self.compile is not None and not (isinstance(self.compile, str) and self.compile):
+            raise bad("compile", "a torch.compile backend name such as 'inductor', or None")
         for key in ("log_every",):
             if not (_is_int(getattr(self, key)) and getattr(self, key) > 0):
                 raise bad(key, "a positive int")

@@ -173,7 +173,7 @@ def train(
     device = info.device
     total = _check_loader(loader, config, info)
     seed_everything(config.seed + info.rank)  # ranks differ (dropout); the loader shards the data
-    model.to(device)
+    model.to(device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
     model.train()
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config, total)
@@ -200,7 +200,7 @@ def train(
     checkpointer.started = logger.started
     run = _Run(
         model,
-        wrap_ddp(model, info, config.find_unused_parameters),
+        _compiled(wrap_ddp(model, info, config.find_unused_parameters), config.compile),
         optimizer,
         scheduler,
         ema,
@@ -229,6 +229,12 @@ def train(
         checkpoint=written,
         ema=None if ema is None else ema.module,
     )
+
+
+def _compiled(model: nn.Module, backend: str | None) -> nn.Module:
+    """``torch.compile(model)`` for the training steps (the bare model keeps its parameter
+    names for checkpoints and evaluation)."""
+    return model if backend is None else torch.compile(model, backend=backend)
 
 
 def _model_ema(model: nn.Module, config: TrainConfig) -> nn.Module | None:
@@ -294,7 +300,7 @@ def _run_steps(
     stop_at = min(run.total, config.max_steps) if config.max_steps is not None else run.total
     stopped = "completed"
     while state.step < stop_at:
-        batch = to_device(next(stream), run.info.device)
+        batch = to_device(next(stream), run.info.device, channels_last=config.channels_last)
         if before_step is not None:
             before_step(state.step)
         run.step(batch, loss_fn)
