@@ -36,6 +36,7 @@ from tucker_init.mae import masked_model_for  # noqa: E402
 from tucker_init.pipeline import ModelSpec, load_model  # noqa: E402
 from tucker_init.stochastic import WidthScaling  # noqa: E402
 from tucker_init.train import TrainConfig, finetune, masked_image_loss, train  # noqa: E402
+from tucker_init.training.recipes import get_recipe  # noqa: E402
 
 
 class AblationSetting(Protocol):
@@ -237,17 +238,11 @@ def load_splits(setting: AblationSetting) -> Splits:
 
 # -- pre-training -------------------------------------------------------------------------------------
 def pretrain_config(setting: AblationSetting, seed: int, device: str) -> TrainConfig:
-    """AdamW with 10 % warm-up + cosine and weight decay 0.05, for ``setting.pretrain_steps`` steps."""
+    """The ``small_pretrain`` recipe (AdamW, 10 % warm-up + cosine, weight decay 0.05) for
+    ``setting.pretrain_steps`` steps at the setting's lr."""
     steps = setting.pretrain_steps
-    return TrainConfig(
-        steps=steps,
-        batch_size=setting.batch_size,
-        lr=setting.pretrain_lr,
-        warmup_steps=max(1, steps // 10),
-        weight_decay=0.05,
-        seed=seed,
-        device=device,
-        log_every=max(1, steps // 5),
+    return get_recipe("small_pretrain").train_config(
+        steps, setting.batch_size, lr=setting.pretrain_lr, seed=seed, device=device, log_every=max(1, steps // 5)
     )
 
 
@@ -374,12 +369,10 @@ def finetune_classifier(
     test_loader = BatchLoader(
         test_set, min(256, len(test_set)), image_size=setting.img_size, shuffle=False, drop_last=False
     )
-    config = TrainConfig(
-        steps=steps,
-        batch_size=setting.batch_size,
+    config = get_recipe("small_finetune").train_config(
+        steps,
+        setting.batch_size,
         lr=setting.finetune_lr,
-        warmup_steps=max(1, steps // 10),
-        label_smoothing=0.1,
         eval_every=max(1, steps // eval_points) if eval_points else 0,
         seed=seed,
         device=device,

@@ -45,11 +45,11 @@ from tucker_init.layout import build_layout  # noqa: E402
 from tucker_init.mae import masked_model_for  # noqa: E402
 from tucker_init.pipeline import SCALING_MODES, ModelSpec, make_loaders, pretrain  # noqa: E402
 from tucker_init.train import (  # noqa: E402
-    TrainConfig,
     TrainResult,
     finetune,
     seed_everything,
 )
+from tucker_init.training.recipes import get_recipe  # noqa: E402
 
 __all__ = [
     "CACHE_DIR",
@@ -414,15 +414,13 @@ def finetune_classifier(
     eval_every: int = 0,
     train_subset: int | None = None,
 ) -> TrainResult:
-    """``pipeline.finetune_model``'s recipe (AdamW, 10 % warm-up + cosine, label smoothing 0.1)
+    """The ``small_finetune`` recipe (AdamW, 10 % warm-up + cosine, label smoothing 0.1) at ``lr``,
     scored on ``test_loader`` (a :func:`fixed_test_loader`)."""
     train_loader, _ = make_loaders(data, batch_size, seed=seed, train_subset=train_subset)
-    config = TrainConfig(
-        steps=steps,
-        batch_size=batch_size,
+    config = get_recipe("small_finetune").train_config(
+        steps,
+        batch_size,
         lr=lr,
-        warmup_steps=max(1, steps // 10),
-        label_smoothing=0.1,
         eval_every=eval_every,
         seed=seed,
         device=device,

@@ -86,12 +86,12 @@ from tucker_init.mae import unpatchify  # noqa: E402
 from tucker_init.pipeline import ModelSpec  # noqa: E402
 from tucker_init.stochastic import WidthScaling  # noqa: E402
 from tucker_init.train import (  # noqa: E402
-    TrainConfig,
     classification_loss,
     evaluate,
     masked_image_loss,
     train,
 )
+from tucker_init.training.recipes import get_recipe  # noqa: E402
 
 NAME = "mae_vs_supervised"
 OBJECTIVES = ("mae", "supervised")
@@ -375,11 +375,11 @@ def train_segmenter(
     if frozen:
         model.encoder.requires_grad_(False)
     steps = setting.seg_steps
-    config = TrainConfig(
-        steps=steps,
-        batch_size=setting.batch_size,
+    config = get_recipe("small_finetune").train_config(
+        steps,
+        setting.batch_size,
         lr=setting.probe_lr if frozen else setting.finetune_lr,
-        warmup_steps=max(1, steps // 10),
+        label_smoothing=0.0,
         seed=seed,
         device=device,
         log_every=max(1, steps // 5),
