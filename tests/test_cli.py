@@ -155,3 +155,39 @@ def test_loaders_keep_train_and_test_apart():
     _, a = make_loaders("digits", 16, seed=1, test_subset=50)
     _, b = make_loaders("digits", 16, seed=2, test_subset=50)
     assert torch.equal(a.dataset.images, b.dataset.images)
+
+
+def test_model_takes_any_timm_name(tmp_path, capsys):
+    # before: --depth/--width defaulted to 6/128, so every timm name was refused
+    common = ["--data", "digits", "--device", "cpu", "--steps", "1", "--batch-size", "4"]
+    pre = tmp_path / "r18"
+    argv = ["pretrain", "--model", "resnet18", "--ranks", "8", "32", "32", "--img-size", "32", *common]
+    assert main([*argv, "--out", str(pre)]) == 0
+    assert load_template(pre / "template.safetensors").family == "resnet"
+    out = tmp_path / "r18.safetensors"
+    assert (
+        main(["init", "--template", str(pre / "template.safetensors"), "--model", "resnet18", "--out", str(out)]) == 0
+    )
+    assert load_model(out)[1] == ModelSpec("resnet18", None, None, 10, 32, None)
+
+
+def test_init_from_a_vit_template_to_a_timm_vit(tmp_path, capsys):
+    pre = tmp_path / "pre"
+    common = ["--data", "digits", "--device", "cpu", "--steps", "2", "--batch-size", "8"]
+    size = ["--depth", "1", "--width", "64", "--ranks", "4", "32", "32"]
+    assert main(["pretrain", *TINY, *size, *common, "--out", str(pre)]) == 0
+    out = tmp_path / "tiny.safetensors"
+    target = ["--model", "vit_tiny_patch16_224", "--img-size", "16", "--patch-size", "4"]
+    assert main(["init", "--template", str(pre / "template.safetensors"), *target, "--out", str(out)]) == 0
+    model, spec = load_model(out)
+    assert spec == ModelSpec("vit_tiny_patch16_224", None, None, 10, 16, 4) and len(model.blocks) == 12
+    assert main(["finetune", "--weights", str(out), *common, "--out", str(tmp_path / "ft")]) == 0
+
+
+def test_family_sizes_default_when_not_given():
+    from tucker_init.cli import _spec
+
+    parse = build_parser().parse_args
+    assert _spec(parse(["init", "--template", "t", "--out", "x"])) == ModelSpec("vit", 6, 128, 10, 32, 4)
+    resnet = _spec(parse(["init", "--template", "t", "--model", "resnet", "--width", "16", "--out", "x"]))
+    assert resnet == ModelSpec("resnet", 2, 16, 10, 32, 4)

@@ -9,29 +9,89 @@
 Every command prints where it wrote its outputs; training commands write metrics as JSON
 lines and a checkpoint that ``--resume`` continues from. Under ``torchrun`` the training
 commands run data-parallel (``--batch-size`` is the global batch).
+
+A user error (a bad option value, an option the command would ignore, a missing or wrong
+file, a setting the library refuses) prints one line ``tucker-init: error: ...`` and exits
+with status 2; other errors keep their traceback (set ``TUCKER_INIT_TRACEBACK=1`` to see
+one for user errors too).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
 __all__ = ["build_parser", "main"]
 
+PROG = "tucker-init"
+# Sizes of the families when --depth / --width are not given (a plain timm name has its own).
+CLI_SIZES = {"vit": (6, 128), "resnet": (2, 32), "resnetd": (2, 32), "convnext": (2, 32)}
+MODEL_OPTIONS = ("model", "depth", "width", "num_classes", "img_size", "patch_size")
 
-def _add_model(p: argparse.ArgumentParser, *, required_size: bool = False) -> None:
+
+def fail(message: object) -> NoReturn:
+    """Print ``tucker-init: error: MESSAGE`` (folded into one line) on stderr and exit with 2."""
+    line = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    sys.stderr.write(f"{PROG}: error: {line}\n")
+    raise SystemExit(2)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is the one line of :func:`fail` (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix(PROG).strip()
+        fail(f"{command}: {message} (see {self.prog} --help)" if command else f"{message} (see {PROG} --help)")
+
+
+def _checked(cast: Callable[[str], Any], expected: str, ok: Callable[[Any], bool]) -> Callable[[str], Any]:
+    """An argparse ``type`` that casts and checks, saying what was expected and found."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = cast(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, found {text!r}")
+        return value
+
+    return parse
+
+
+POSITIVE_INT = _checked(int, "a positive int", lambda v: v > 0)
+COUNT = _checked(int, "an int >= 0", lambda v: v >= 0)
+POSITIVE = _checked(float, "a positive number", lambda v: math.isfinite(v) and v > 0)
+OPEN_UNIT = _checked(float, "a number in (0, 1)", lambda v: 0 < v < 1)
+HALF_OPEN_UNIT = _checked(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument(
-        "--model", default="vit", help="vit | resnet | resnetd | convnext (sized by --depth/--width), default vit"
+        "--model",
+        default=None,
+        help="vit | resnet | resnetd | convnext (sized by --depth/--width) or any timm model name "
+        "(e.g. resnet18; its own size), default vit",
     )
-    g.add_argument("--depth", type=int, default=None if required_size else 6, help="blocks (ViT) or blocks per stage")
-    g.add_argument("--width", type=int, default=None if required_size else 128, help="ViT width (64 * heads)")
-    g.add_argument("--num-classes", type=int, default=10)
-    g.add_argument("--img-size", type=int, default=32, help="input images are resized to this (default 32)")
-    g.add_argument("--patch-size", type=int, default=4, help="ViT patch size (default 4)")
+    g.add_argument(
+        "--depth", type=POSITIVE_INT, default=None, help="blocks (ViT) or blocks per stage; default 6 (vit), 2"
+    )
+    g.add_argument(
+        "--width",
+        type=POSITIVE_INT,
+        default=None,
+        help="ViT width (64 * heads) or CNN first-stage width; default 128 (vit), 32",
+    )
+    g.add_argument("--num-classes", type=POSITIVE_INT, default=None, help="default 10")
+    g.add_argument("--img-size", type=POSITIVE_INT, default=None, help="input images are resized to this (default 32)")
+    g.add_argument("--patch-size", type=POSITIVE_INT, default=None, help="ViT patch size (default 4 for vit)")
 
 
 def _add_data(p: argparse.ArgumentParser) -> None:
@@ -48,166 +108,264 @@ def _add_data(p: argparse.ArgumentParser) -> None:
 
 def _add_run(p: argparse.ArgumentParser, *, steps: int, batch: int, lr: float) -> None:
     g = p.add_argument_group("run")
-    g.add_argument("--steps", type=int, default=steps, help=f"optimizer steps (default {steps})")
-    g.add_argument("--batch-size", type=int, default=batch, help=f"global batch size (default {batch})")
-    g.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr})")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--steps", type=POSITIVE_INT, default=steps, help=f"optimizer steps (default {steps})")
+    g.add_argument("--batch-size", type=POSITIVE_INT, default=batch, help=f"global batch size (default {batch})")
+    g.add_argument("--lr", type=POSITIVE, default=lr, help=f"peak learning rate (default {lr})")
+    g.add_argument("--seed", type=COUNT, default=0)
     g.add_argument("--device", default="auto", help="cpu | cuda | auto (default)")
-    g.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    g.add_argument("--resume", action="store_true", help="continue from OUT/last.pt (refused if a setting changed)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tucker-init",
-        description="Learn a weight template once; initialize vision models of any depth and width from it.",
-        epilog="Start with `tucker-init demo`. Each command has its own --help.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_pretrain(sub: Any) -> None:
     p = sub.add_parser("pretrain", help="pre-train a weight template with masked image modeling")
     _add_model(p)
     _add_data(p)
     _add_run(p, steps=1500, batch=128, lr=1.5e-3)
     p.add_argument(
         "--ranks",
-        type=int,
+        type=POSITIVE_INT,
         nargs=3,
-        default=(36, 64, 64),
+        default=None,
         metavar=("R1", "R2", "R3"),
-        help="Tucker ranks (depth, out width, in width); Kronecker: (k, a, b)",
+        help="Tucker ranks (depth, out width, in width); Kronecker: (k, a, b); default 36 64 64",
     )
-    p.add_argument("--method", default="tucker", choices=["tucker", "kronecker"])
+    p.add_argument("--method", default=None, choices=["tucker", "kronecker"], help="default tucker")
     p.add_argument(
         "--scaling",
-        default="off",
+        default=None,
         choices=["off", "prefix", "rank"],
-        help="width-wise stochastic scaling of the scalers (default off: prefix and rank did not help in "
+        help="width-wise stochastic scaling of the Tucker scalers (default off: prefix and rank did not help in "
         "experiments/stochastic_scaling.py)",
     )
     p.add_argument("--dense", action="store_true", help="pre-train a dense model instead (the MAE baseline)")
-    p.add_argument("--mask-ratio", type=float, default=0.75)
-    p.add_argument("--max-time", type=float, default=None, help="stop after this many seconds (resumable)")
+    p.add_argument("--mask-ratio", type=OPEN_UNIT, default=0.75)
+    p.add_argument("--max-time", type=POSITIVE, default=None, help="stop after this many seconds (resumable)")
     p.add_argument("--out", required=True, help="output folder (template.safetensors, last.pt, metrics.jsonl)")
 
+
+def _add_init(sub: Any) -> None:
     p = sub.add_parser("init", help="initialize a model of any size from a template")
     p.add_argument("--template", required=True, help="a template file from `pretrain`")
     _add_model(p)
     p.add_argument("--depth-rule", default="interpolate", choices=["select", "interpolate", "learn"])
     p.add_argument("--width-rule", default="slice", choices=["slice", "interpolate", "learn"])
-    p.add_argument("--learn-steps", type=int, default=0, help="learn the new scalers for this many steps first")
+    p.add_argument(
+        "--learn-steps", type=COUNT, default=0, help="learn the new scalers for this many steps first (on --data)"
+    )
     _add_data(p)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=COUNT, default=0)
     p.add_argument("--out", required=True, help="the initialized model file (.safetensors)")
 
+
+def _add_finetune(sub: Any) -> None:
     p = sub.add_parser("finetune", help="fine-tune a classifier (from an initialized model file or random init)")
     p.add_argument("--weights", default=None, help="model file from `init`; omit for random init of --model")
     _add_model(p)
     _add_data(p)
     _add_run(p, steps=300, batch=64, lr=1e-3)
-    p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (0: only at the end)")
+    p.add_argument("--label-smoothing", type=HALF_OPEN_UNIT, default=0.1)
+    p.add_argument("--eval-every", type=COUNT, default=0, help="evaluate every N steps (0: only at the end)")
     p.add_argument("--out", required=True, help="output folder (model.safetensors, last.pt, metrics.jsonl)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``tucker-init`` parser; options that a command may ignore default to ``None``, so
+    that "given by the user" can be told apart from "left at the default"."""
+    parser = _Parser(
+        prog=PROG,
+        description="Learn a weight template once; initialize vision models of any depth and width from it.",
+        epilog="Start with `tucker-init demo`. Each command has its own --help.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_pretrain(sub)
+    _add_init(sub)
+    _add_finetune(sub)
 
     p = sub.add_parser("evaluate", help="top-1 accuracy of a model file on the test split")
     p.add_argument("--weights", required=True)
     _add_data(p)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=256)
 
     p = sub.add_parser("demo", help="the end-to-end demo: pre-train, initialize 3 sizes, fine-tune, table, plots")
     p.add_argument("--quick", action="store_true", help="a shorter run (about a minute)")
     p.add_argument("--out", default="results/demo")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=COUNT, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--data", default=None)
     return parser
 
 
+# -- from options to library arguments -------------------------------------------------------------
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _refuse(args: argparse.Namespace, names: Sequence[str], why: str) -> None:
+    """Fail when any option of ``names`` was given (is not ``None``): ``why`` it would be ignored."""
+    given = [_option(n) for n in names if getattr(args, n, None) is not None]
+    if given:
+        fail(f"{', '.join(given)}: {why}")
+
+
 def _spec(args: argparse.Namespace):
+    """The :class:`~tucker_init.pipeline.ModelSpec` of the model options, family defaults filled in."""
     from .pipeline import ModelSpec
 
-    return ModelSpec(args.model, args.depth, args.width, args.num_classes, args.img_size, args.patch_size)
+    family = "vit" if args.model is None else args.model
+    num_classes = 10 if args.num_classes is None else args.num_classes
+    img_size = 32 if args.img_size is None else args.img_size
+    if family not in CLI_SIZES:
+        _refuse(args, ("depth", "width"), f"depth/width apply to the families {list(CLI_SIZES)}, not to {family!r}")
+        return ModelSpec(family, None, None, num_classes, img_size, args.patch_size)
+    if family != "vit":
+        _refuse(args, ("patch_size",), f"applies to vit models, not to {family!r}")
+    depth, width = CLI_SIZES[family]
+    depth = depth if args.depth is None else args.depth
+    width = width if args.width is None else args.width
+    patch_size = 4 if args.patch_size is None else args.patch_size
+    return ModelSpec(family, depth, width, num_classes, img_size, patch_size)
 
 
 def _data(args: argparse.Namespace) -> str:
     from .data import default_dataset
 
-    return args.data or default_dataset()
+    return default_dataset() if args.data is None else args.data
+
+
+def _pretrain(args: argparse.Namespace) -> None:
+    from . import pipeline
+
+    if args.dense:
+        _refuse(args, ("ranks", "method", "scaling"), "a --dense run has no template (these shape one)")
+    if args.method == "kronecker" and args.scaling not in (None, "off"):
+        fail(f"--scaling {args.scaling}: stochastic scaling applies to Tucker scalers, not to --method kronecker")
+    spec = _spec(args)
+    result = pipeline.pretrain(
+        spec,
+        _data(args),
+        args.out,
+        ranks=(36, 64, 64) if args.ranks is None else tuple(args.ranks),
+        method="tucker" if args.method is None else args.method,
+        scaling="off" if args.scaling is None else args.scaling,
+        dense=args.dense,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        mask_ratio=args.mask_ratio,
+        seed=args.seed,
+        device=args.device,
+        resume=args.resume,
+        max_time_s=args.max_time,
+        data_root=args.data_root,
+    )
+    print(f"step {result.train.step}/{result.train.total_steps} ({result.train.stopped}); wrote {result.path}")
+
+
+def _init(args: argparse.Namespace) -> None:
+    from . import pipeline
+
+    if args.learn_steps == 0:
+        _refuse(args, ("data", "data_root"), "used only with --learn-steps > 0 (to learn the scalers)")
+    if Path(args.out).suffix != ".safetensors":
+        fail(f"--out must be a .safetensors file path, found {args.out!r}")
+    pipeline.check_model_path(args.out)
+    template = Path(args.template)
+    if not template.is_file():
+        fail(f"--template {args.template!r}: " + ("is a folder" if template.is_dir() else "no such file"))
+    spec = _spec(args)
+    model, report = pipeline.init_model(
+        spec,
+        template,
+        depth=args.depth_rule,
+        width=args.width_rule,
+        learn_steps=args.learn_steps,
+        data_root=args.data_root,
+        data=args.data,
+        seed=args.seed,
+    )
+    path = pipeline.save_model(args.out, model, spec)
+    print(report)
+    print(f"wrote {path}")
+
+
+def _finetune(args: argparse.Namespace) -> None:
+    from dataclasses import asdict
+
+    from . import pipeline
+
+    out = pipeline.check_run_dir(args.out, "finetune", args.resume)
+    pipeline.check_model_path(out / "model.safetensors")
+    if args.weights is not None:
+        _refuse(args, MODEL_OPTIONS, "the model comes from --weights (its file records the model)")
+        model, spec = pipeline.load_model(args.weights)
+    else:
+        spec = _spec(args)
+        model = spec.build()
+    weights = None if args.weights is None else str(Path(args.weights).resolve())
+    result = pipeline.finetune_model(
+        model,
+        _data(args),
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        label_smoothing=args.label_smoothing,
+        eval_every=args.eval_every,
+        seed=args.seed,
+        device=args.device,
+        out_dir=out,
+        resume=args.resume,
+        image_size=spec.img_size,
+        data_root=args.data_root,
+        job={**asdict(spec), "weights": weights},
+    )
+    path = pipeline.save_model(out / "model.safetensors", model, spec)
+    print(json.dumps({"step": result.step, "final": result.final_eval}))
+    print(f"wrote {path}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from . import pipeline
+    from .train import evaluate
+
+    model, spec = pipeline.load_model(args.weights)
+    _, test_loader = pipeline.make_loaders(
+        _data(args), args.batch_size, image_size=spec.img_size, augment=False, root=args.data_root
+    )
+    print(json.dumps(evaluate(model, test_loader)))
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    run_demo(args.out, quick=args.quick, seed=args.seed, device=args.device, data=args.data)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "pretrain": _pretrain,
+    "init": _init,
+    "finetune": _finetune,
+    "evaluate": _evaluate,
+    "demo": _demo,
+}
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean "the input was wrong": reported in one line, not a traceback."""
+    from .train import NonFiniteLossError
+
+    files = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+    return (ValueError, TypeError, NonFiniteLossError, *files)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; user errors exit with status 2 and one line on stderr (see the module doc)."""
     args = build_parser().parse_args(argv)
-    from . import pipeline
-
-    if args.command == "pretrain":
-        result = pipeline.pretrain(
-            _spec(args),
-            _data(args),
-            args.out,
-            ranks=tuple(args.ranks),
-            method=args.method,
-            scaling=args.scaling,
-            dense=args.dense,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            mask_ratio=args.mask_ratio,
-            seed=args.seed,
-            device=args.device,
-            resume=args.resume,
-            max_time_s=args.max_time,
-            data_root=args.data_root,
-        )
-        print(f"step {result.train.step}/{result.train.total_steps} ({result.train.stopped}); wrote {result.path}")
-    elif args.command == "init":
-        model, report = pipeline.init_model(
-            _spec(args),
-            args.template,
-            depth=args.depth_rule,
-            width=args.width_rule,
-            learn_steps=args.learn_steps,
-            data_root=args.data_root,
-            data=args.data or None,
-            seed=args.seed,
-        )
-        path = pipeline.save_model(args.out, model, _spec(args))
-        print(report)
-        print(f"wrote {path}")
-    elif args.command == "finetune":
-        if args.weights:
-            model, spec = pipeline.load_model(args.weights)
-        else:
-            spec = _spec(args)
-            model = spec.build()
-        result = pipeline.finetune_model(
-            model,
-            _data(args),
-            steps=args.steps,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            label_smoothing=args.label_smoothing,
-            eval_every=args.eval_every,
-            seed=args.seed,
-            device=args.device,
-            out_dir=args.out,
-            resume=args.resume,
-            image_size=spec.img_size,
-            data_root=args.data_root,
-        )
-        path = pipeline.save_model(Path(args.out) / "model.safetensors", model, spec)
-        print(json.dumps({"step": result.step, "final": result.final_eval}))
-        print(f"wrote {path}")
-    elif args.command == "evaluate":
-        from .train import evaluate
-
-        model, spec = pipeline.load_model(args.weights)
-        _, test_loader = pipeline.make_loaders(
-            _data(args), args.batch_size, image_size=spec.img_size, augment=False, root=args.data_root
-        )
-        print(json.dumps(evaluate(model, test_loader)))
-    elif args.command == "demo":
-        from .demo import run_demo
-
-        run_demo(args.out, quick=args.quick, seed=args.seed, device=args.device, data=args.data)
+    try:
+        COMMANDS[args.command](args)
+    except _user_errors() as err:
+        if os.environ.get("TUCKER_INIT_TRACEBACK"):
+            raise
+        fail(err)
     return 0
 
 
