@@ -266,6 +266,9 @@ def _init(args: argparse.Namespace) -> None:
 
     if args.learn_steps == 0:
         _refuse(args, ("data", "data_root"), "used only with --learn-steps > 0 (to learn the scalers)")
+        learned = [f"--{k}-rule learn" for k in ("depth", "width") if getattr(args, f"{k}_rule") == "learn"]
+        if learned:
+            fail(f"{', '.join(learned)}: needs --learn-steps > 0 (and --data) to learn the scalers, found 0")
     if Path(args.out).suffix != ".safetensors":
         fail(f"--out must be a .safetensors file path, found {args.out!r}")
     pipeline.check_model_path(args.out)
