@@ -112,23 +112,30 @@ class GroupLayout:
             per_block.append(torch.cat(pieces))
         return torch.cat(per_block)
 
+    def _weight_views(self, tensor: Tensor) -> list[tuple[str, Tensor]]:
+        """Every templated weight as a strided view of the unified tensor ``(L*S, d, d)``, with
+        the weight's axes ``(a, o, b, i, kh, kw)`` (merge ``a o`` and ``b i`` for its shape), in
+        :meth:`param_names` order. Writing into the views fills the unified tensor."""
+        d = self.width
+        per_layer = tensor.view(self.depth, self.slices_per_block, d, d)
+        views = []
+        for layer, block in zip(per_layer, self.block_names, strict=True):
+            for slot in self.slots:
+                a, b = slot.blocks(d)
+                kernel = slot.shape[2:]
+                chunk = layer[slot.offset : slot.offset + slot.count(d)].view(a, b, *kernel, d, d)
+                order = (0, 4, 1, 5, 2, 3) if kernel else (0, 2, 1, 3)  # (a b kh kw) o i -> a o b i kh kw
+                views.append((f"{block}.{slot.name}", chunk.permute(order)))
+        return views
+
     def unstack(self, tensor: Tensor) -> dict[str, Tensor]:
-        """Inverse of :meth:`stack`: ``(L*S, d, d)`` -> full parameter name -> weight."""
-        d, S = self.width, self.slices_per_block
-        per_layer = tensor.reshape(self.depth, S, d, d)
-        # split (not indexing): its backward is one cat instead of a zero-filled copy per slot.
-        chunks = per_layer.split([slot.count(d) for slot in self.slots], dim=1)
-        out: dict[str, Tensor] = {}
-        for slot, chunk in zip(self.slots, chunks, strict=True):
-            a, b = slot.blocks(d)
-            if len(slot.shape) == 2:
-                w = rearrange(chunk, "l (a b) o i -> l (a o) (b i)", a=a, b=b)
-            else:
-                kh, kw = slot.shape[2:]
-                w = rearrange(chunk, "l (a b kh kw) o i -> l (a o) (b i) kh kw", a=a, b=b, kh=kh, kw=kw)
-            for block, weight in zip(self.block_names, w.unbind(0), strict=True):
-                out[f"{block}.{slot.name}"] = weight
-        return out
+        """Inverse of :meth:`stack`: ``(L*S, d, d)`` -> full parameter name -> weight.
+
+        Each weight is a new contiguous tensor; in the backward pass each gradient is copied
+        once into its place of the unified tensor's gradient (no per-slot ``cat`` or ``stack``).
+        """
+        names = self.param_names()
+        return dict(zip(names, _Unstack.apply(tensor.contiguous(), self), strict=True))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -142,6 +149,33 @@ class GroupLayout:
     def from_dict(cls, data: Mapping[str, Any]) -> GroupLayout:
         slots = tuple(ParamSlot(s["name"], tuple(s["shape"]), s["offset"]) for s in data["slots"])
         return cls(data["name"], tuple(data["block_names"]), int(data["width"]), slots)
+
+
+class _Unstack(torch.autograd.Function):
+    """``GroupLayout.unstack`` with one copy per weight each way: forward copies each strided
+    view out, backward copies each weight's gradient into a view of one new tensor."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: Tensor, group: GroupLayout) -> tuple[Tensor, ...]:
+        ctx.group = group
+        ctx.shape = tensor.shape
+        shapes = [slot.shape for _ in group.block_names for slot in group.slots]
+        views = group._weight_views(tensor)
+        # Always a copy (never a view of ``tensor``), in the weight's own row-major layout.
+        return tuple(
+            v.clone(memory_format=torch.contiguous_format).view(s) for (_, v), s in zip(views, shapes, strict=True)
+        )
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, *grads: Tensor | None) -> tuple[Tensor, None]:
+        like = next(g for g in grads if g is not None)
+        make = torch.empty if all(g is not None for g in grads) else torch.zeros
+        out = make(ctx.shape, dtype=like.dtype, device=like.device)
+        for (_, view), grad in zip(ctx.group._weight_views(out), grads, strict=True):
+            if grad is not None:
+                view.copy_(grad.reshape(view.shape))
+        return out, None
 
 
 @dataclass(frozen=True)
