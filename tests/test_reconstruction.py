@@ -1,7 +1,8 @@
 """The reconstruction of templated weights (issue 14): the GEMM-ordered Tucker contraction equals
 opt_einsum's contraction and tensorly's ``tucker_to_tensor`` (values and gradients) for the
 group shapes of every adapter, in both of its orders; ``unstack`` equals the rearrange-based
-reference, values and gradients."""
+reference, values and gradients; and no-grad reconstructions are cached until a parameter
+changes."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import tucker_init.factorized as factorized_module
 from backbones import get_adapter
 from tucker_init import factorize
 from tucker_init.layout import GroupLayout, build_layout
+from tucker_init.stochastic import WidthScaling
 from tucker_init.tucker import depth_last, tucker_reconstruct
 
 tl.set_backend("pytorch")
@@ -164,3 +166,154 @@ def test_factorized_model_gradients_equal_the_einsum_path(monkeypatch):
     assert grads_new.keys() == grads_old.keys()
     for key, grad in grads_new.items():
         assert_close_rel(grad, grads_old[key], OUTPUT_RTOL[torch.float64], msg=key)
+
+
+# -- cache of no-grad reconstructions ----------------------------------------------------------------
+@pytest.fixture
+def counted(monkeypatch):
+    """Counts the calls of reconstruct_group (one per group and reconstruction)."""
+    calls = []
+    original = factorized_module.reconstruct_group
+
+    def counting(*args, **kwargs):
+        calls.append(args[2])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(factorized_module, "reconstruct_group", counting)
+    return calls
+
+
+def small_model():
+    return factorize(build("vit"), ranks=(4, 16, 16)).eval()
+
+
+def image(seed=1):
+    return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+def test_eval_forwards_and_materialize_reconstruct_once(counted):
+    fm = small_model()
+    groups = len(fm.layout.groups)
+    with torch.no_grad():
+        first = fm(image())
+        second = fm(image())
+    assert len(counted) == groups
+    assert torch.equal(first, second)
+    fm.materialize()
+    assert len(counted) == groups
+    # Eval mode with grad enabled but nothing requiring grad: cached too.
+    fm.requires_grad_(False)
+    fm(image())
+    assert len(counted) == groups
+
+
+def test_materialize_does_not_share_memory_with_the_cache():
+    fm = small_model()
+    dense = fm.materialize()
+    with torch.no_grad():
+        for p in dense.parameters():
+            p.zero_()
+        expected = fm(image())
+    again = fm.materialize()
+    assert any(p.abs().sum() > 0 for p in again.parameters())
+    with torch.no_grad():
+        assert torch.equal(fm(image()), expected)
+
+
+def fresh_output(fm, x):
+    """The output of a reconstruction that cannot come from the cache."""
+    fm.clear_cache()
+    with torch.no_grad():
+        return fm(x)
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["optimizer_step", "in_place_edit", "load_state_dict", "new_parameter", "to_dtype"],
+)
+def test_parameter_updates_invalidate_the_cache(change, counted):
+    fm = small_model()
+    with torch.no_grad():
+        before = fm(image())
+    calls = len(counted)
+    if change == "optimizer_step":
+        fm.train()
+        opt = torch.optim.AdamW(fm.parameters(), lr=1e-2)
+        fm(image()).square().mean().backward()
+        opt.step()
+        fm.eval()
+    elif change == "in_place_edit":
+        with torch.no_grad():
+            fm.scalers["g0"]["U"].mul_(2.0)
+    elif change == "load_state_dict":
+        state = {k: v.clone() for k, v in fm.state_dict().items()}
+        state["template.shared"] = state["template.shared"] * 0.5
+        fm.load_state_dict(state)
+    elif change == "new_parameter":
+        fm.template["shared"] = torch.nn.Parameter(fm.template["shared"].detach() * 0.5)
+    else:
+        fm.double()
+    x = image().to(fm.template["shared"].dtype)
+    with torch.no_grad():
+        after = fm(x)
+    assert len(counted) > calls  # reconstructed again
+    if change == "to_dtype":
+        assert after.dtype == torch.float64
+        assert_close_rel(after, before.double(), OUTPUT_RTOL[torch.float32])
+    else:
+        assert not torch.equal(after, before)
+    assert torch.equal(after, fresh_output(fm, x))
+
+
+def test_training_forward_with_grad_never_uses_the_cache(counted):
+    fm = small_model()
+    with torch.no_grad():
+        fm(image())
+    calls = len(counted)
+    fm.train()
+    for _ in range(2):
+        out = fm(image())
+        assert out.requires_grad
+        out.sum().backward()
+    assert len(counted) == calls + 2 * len(fm.layout.groups)
+    assert fm._cache is None  # dropped: the next update would make it stale
+    assert all(p.grad is not None for p in fm.template.parameters())
+    # Eval mode with grad (e.g. scaler learning with frozen BN statistics): not cached either.
+    fm.eval()
+    calls = len(counted)
+    fm(image()).sum().backward()
+    fm(image()).sum().backward()
+    assert len(counted) == calls + 2 * len(fm.layout.groups)
+
+
+def test_an_active_scaler_hook_bypasses_the_cache(counted):
+    fm = small_model()
+    scaling = WidthScaling("prefix", min_fraction=0.25, multiple=16, seed=0).attach(fm)
+    groups = len(fm.layout.groups)
+    with torch.no_grad():
+        fm.eval()  # inactive hook: the identity, cached
+        plain = fm(image())
+        fm(image())
+        assert len(counted) == groups
+        fm.train()  # active hook: masks change with the step, never cached
+        outputs = []
+        for step in range(3):
+            scaling.set_step(step)
+            outputs.append(fm(image()))
+            fm(image())
+        assert len(counted) == groups + 6 * groups
+        assert not all(torch.equal(o, plain) for o in outputs)
+        fm.eval()
+        assert torch.equal(fm(image()), plain)
+        # A hook without an ``active`` flag counts as active.
+        fm.scaler_hook = lambda index, scalers: {**scalers, "U": scalers["U"] * 0.5}
+        calls = len(counted)
+        halved = fm(image())
+        fm(image())
+        assert len(counted) == calls + 2 * groups
+        assert not torch.equal(halved, plain)
+        # materialize() never applies the hook: the cached un-hooked weights serve it.
+        calls = len(counted)
+        dense = fm.materialize().eval()
+        assert len(counted) == calls
+        assert_close_rel(dense(image()), plain, OUTPUT_RTOL[torch.float32])

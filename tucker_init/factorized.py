@@ -182,6 +182,9 @@ class FactorizedModel(nn.Module):
             {f"g{i}": nn.ParameterDict({k: nn.Parameter(v) for k, v in s.items()}) for i, s in enumerate(scalers)}
         )
         self.scaler_hook: ScalerHook | None = None
+        # (key, weights, parameters) of the last reconstruction made without grad (see
+        # reconstruct()); holding the parameters keeps their ids from being reused.
+        self._cache: tuple[tuple[Any, ...], dict[str, Tensor], list[nn.Parameter]] | None = None
         for name in layout.templated_names():
             module_name, _, param_name = name.rpartition(".")
             backbone.get_submodule(module_name)._parameters[param_name] = None
@@ -199,13 +202,43 @@ class FactorizedModel(nn.Module):
 
     def reconstruct(self, apply_hook: bool = True) -> dict[str, Tensor]:
         """All templated weights, full parameter name -> tensor of the original shape, in the
-        backbone's dtype (a float32 template of a bfloat16 model is rounded here, once)."""
+        backbone's dtype (a float32 template of a bfloat16 model is rounded here, once).
+
+        Without grad (``torch.no_grad()``, or no template / scaler parameter requires grad) the
+        weights are cached and reused while the template and scalers are unchanged: an
+        optimizer step, ``load_state_dict``, ``.to()``, an in-place edit or a new parameter
+        object invalidates them (their version counters, storages and identities are
+        compared). A reconstruction under an active :attr:`scaler_hook` (one without an
+        ``active`` flag counts as active) neither uses nor fills the cache; one with grad drops
+        it. Edits through ``.data`` bypass the version counter: call :meth:`clear_cache` after them.
+        """
         dtype = next((p.dtype for p in self.backbone.parameters() if p.is_floating_point()), None)
+        params = self._factor_parameters()
+        needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in params)
+        hooked = apply_hook and self.scaler_hook is not None and getattr(self.scaler_hook, "active", True)
+        if needs_grad and getattr(self, "_cache", None) is not None:
+            self._cache = None  # training: the next update makes it stale, free its memory
+        cacheable = not needs_grad and not hooked
+        if cacheable:
+            key = (dtype, *((id(p), p.data_ptr(), p._version, p.dtype, p.device, p.shape) for p in params))
+            cached = getattr(self, "_cache", None)  # None also for a model pickled before caching
+            if cached is not None and cached[0] == key:
+                return dict(cached[1])
         weights: dict[str, Tensor] = {}
         for i, group in enumerate(self.layout.groups):
             tensor = self.group_tensor(i, apply_hook)
             weights.update(group.unstack(tensor if dtype is None else tensor.to(dtype)))
+        if cacheable:
+            self._cache = (key, dict(weights), params)
         return weights
+
+    def clear_cache(self) -> None:
+        """Forget the weights cached by :meth:`reconstruct` (needed only after edits that
+        bypass version counters, such as ``param.data.copy_(...)``)."""
+        self._cache = None
+
+    def _factor_parameters(self) -> list[nn.Parameter]:
+        return [*self.template.values(), *(p for scalers in self.scalers.values() for p in scalers.values())]
 
     # -- calling the backbone -------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
