@@ -14,6 +14,6 @@ fi
 stamp=.venv/.tucker_init-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[test,photos]"
+  .venv/bin/python -m pip install -q -e ".[test,photos,tensorboard]"
   touch "$stamp"
 fi

@@ -70,6 +70,7 @@ COUNT = _checked(int, "an int >= 0", lambda v: v >= 0)
 POSITIVE = _checked(float, "a positive number", lambda v: math.isfinite(v) and v > 0)
 OPEN_UNIT = _checked(float, "a number in (0, 1)", lambda v: 0 < v < 1)
 HALF_OPEN_UNIT = _checked(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
+COUNT_FLOAT = _checked(float, "a number >= 0", lambda v: math.isfinite(v) and v >= 0)
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
@@ -106,21 +107,42 @@ def _add_data(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-root", default=None, help="explicit folder of the data set (overrides the lookup)")
 
 
-def _add_run(p: argparse.ArgumentParser, *, steps: int, batch: int, lr: float) -> None:
+def _add_run(p: argparse.ArgumentParser, *, kind: str, steps: int, batch: int) -> None:
+    from .training.recipes import get_recipe, list_recipes
+
+    default = f"small_{kind}"
     g = p.add_argument_group("run")
     g.add_argument("--steps", type=POSITIVE_INT, default=steps, help=f"optimizer steps (default {steps})")
     g.add_argument("--batch-size", type=POSITIVE_INT, default=batch, help=f"global batch size (default {batch})")
-    g.add_argument("--lr", type=POSITIVE, default=lr, help=f"peak learning rate (default {lr})")
+    g.add_argument(
+        "--recipe",
+        default=default,
+        choices=list_recipes(kind),
+        help=f"named hyper-parameters (default {default}: {get_recipe(default).description})",
+    )
+    g.add_argument("--lr", type=POSITIVE, default=None, help="peak learning rate (default: the recipe's, scaled)")
+    g.add_argument("--warmup-steps", type=COUNT, default=None, help="linear warm-up steps (default: the recipe's)")
     g.add_argument("--seed", type=COUNT, default=0)
     g.add_argument("--device", default="auto", help="cpu | cuda | auto (default)")
+    g.add_argument("--workers", type=COUNT, default=None, help="DataLoader processes for --data image_folder")
+    g.add_argument("--compile", default=None, metavar="BACKEND", help="torch.compile the model (e.g. inductor)")
+    g.add_argument("--channels-last", action="store_true", help="channels_last memory format (CNNs on GPUs)")
+    g.add_argument("--tensorboard", action="store_true", help="also log to OUT/tensorboard")
     g.add_argument("--resume", action="store_true", help="continue from OUT/last.pt (refused if a setting changed)")
+
+
+def _engine(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """TrainConfig fields set on the command line (those left unset keep the recipe's)."""
+    values = {"compile": args.compile, "channels_last": args.channels_last or None}
+    values |= {name: getattr(args, name) for name in names}
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _add_pretrain(sub: Any) -> None:
     p = sub.add_parser("pretrain", help="pre-train a weight template with masked image modeling")
     _add_model(p)
     _add_data(p)
-    _add_run(p, steps=1500, batch=128, lr=1.5e-3)
+    _add_run(p, kind="pretrain", steps=1500, batch=128)
     p.add_argument(
         "--ranks",
         type=POSITIVE_INT,
@@ -138,7 +160,7 @@ def _add_pretrain(sub: Any) -> None:
         "experiments/stochastic_scaling.py)",
     )
     p.add_argument("--dense", action="store_true", help="pre-train a dense model instead (the MAE baseline)")
-    p.add_argument("--mask-ratio", type=OPEN_UNIT, default=0.75)
+    p.add_argument("--mask-ratio", type=OPEN_UNIT, default=None, help="default: the recipe's (0.75)")
     p.add_argument("--max-time", type=POSITIVE, default=None, help="stop after this many seconds (resumable)")
     p.add_argument("--out", required=True, help="output folder (template.safetensors, last.pt, metrics.jsonl)")
 
@@ -162,8 +184,14 @@ def _add_finetune(sub: Any) -> None:
     p.add_argument("--weights", default=None, help="model file from `init`; omit for random init of --model")
     _add_model(p)
     _add_data(p)
-    _add_run(p, steps=300, batch=64, lr=1e-3)
-    p.add_argument("--label-smoothing", type=HALF_OPEN_UNIT, default=0.1)
+    _add_run(p, kind="finetune", steps=300, batch=64)
+    g = p.add_argument_group("regularization (default: the recipe's)")
+    g.add_argument("--label-smoothing", type=HALF_OPEN_UNIT, default=None)
+    g.add_argument("--layer-decay", type=OPEN_UNIT, default=None, help="layer-wise lr decay, e.g. 0.65")
+    g.add_argument("--ema-decay", type=OPEN_UNIT, default=None, help="keep and evaluate a model EMA")
+    g.add_argument("--mixup", type=COUNT_FLOAT, default=None, help="mixup alpha (0 disables)")
+    g.add_argument("--cutmix", type=COUNT_FLOAT, default=None, help="cutmix alpha (0 disables)")
+    g.add_argument("--drop-path", type=HALF_OPEN_UNIT, default=None, help="stochastic depth rate")
     p.add_argument("--eval-every", type=COUNT, default=0, help="evaluate every N steps (0: only at the end)")
     p.add_argument("--out", required=True, help="output folder (model.safetensors, last.pt, metrics.jsonl)")
 
@@ -250,13 +278,18 @@ def _pretrain(args: argparse.Namespace) -> None:
         dense=args.dense,
         steps=args.steps,
         batch_size=args.batch_size,
+        recipe=args.recipe,
         lr=args.lr,
+        warmup_steps=args.warmup_steps,
         mask_ratio=args.mask_ratio,
         seed=args.seed,
         device=args.device,
         resume=args.resume,
         max_time_s=args.max_time,
         data_root=args.data_root,
+        workers=args.workers,
+        engine=_engine(args),
+        tensorboard=args.tensorboard,
     )
     print(f"step {result.train.step}/{result.train.total_steps} ({result.train.stopped}); wrote {result.path}")
 
@@ -298,19 +331,25 @@ def _finetune(args: argparse.Namespace) -> None:
 
     out = pipeline.check_run_dir(args.out, "finetune", args.resume)
     pipeline.check_model_path(out / "model.safetensors")
+    from .training.recipes import get_recipe
+
+    drop_path = get_recipe(args.recipe).drop_path if args.drop_path is None else args.drop_path
+    built = {"drop_path_rate": drop_path} if drop_path else {}
     if args.weights is not None:
         _refuse(args, MODEL_OPTIONS, "the model comes from --weights (its file records the model)")
-        model, spec = pipeline.load_model(args.weights)
+        model, spec = pipeline.load_model(args.weights, **built)
     else:
         spec = _spec(args)
-        model = spec.build()
+        model = spec.build(**built)
     weights = None if args.weights is None else str(Path(args.weights).resolve())
     result = pipeline.finetune_model(
         model,
         _data(args),
         steps=args.steps,
         batch_size=args.batch_size,
+        recipe=args.recipe,
         lr=args.lr,
+        warmup_steps=args.warmup_steps,
         label_smoothing=args.label_smoothing,
         eval_every=args.eval_every,
         seed=args.seed,
@@ -319,7 +358,10 @@ def _finetune(args: argparse.Namespace) -> None:
         resume=args.resume,
         image_size=spec.img_size,
         data_root=args.data_root,
-        job={**asdict(spec), "weights": weights},
+        job={**asdict(spec), "weights": weights, "drop_path": drop_path},
+        workers=args.workers,
+        engine=_engine(args, "layer_decay", "ema_decay", "mixup", "cutmix"),
+        tensorboard=args.tensorboard,
     )
     path = pipeline.save_model(out / "model.safetensors", model, spec)
     print(json.dumps({"step": result.step, "final": result.final_eval}))

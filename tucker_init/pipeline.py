@@ -24,12 +24,13 @@ from .checkpoint import LAST, load_checkpoint
 from .data import BatchLoader, ImageDataset, load_dataset, streamed_datasets
 from .factorized import factorize
 from .initialize import InitReport, LearnConfig, initialize
-from .io import save_template, write_safetensors_atomic
+from .io import read_safetensors, save_template, write_safetensors_atomic
 from .mae import masked_model_for
 from .models import check_size, create_model, size_name
 from .stochastic import WidthScaling
 from .streaming import TRANSFORMS, FolderDataset, StreamingLoader
 from .train import TrainConfig, TrainResult, finetune, masked_image_loss, train
+from .training.recipes import Recipe, get_recipe
 from .validation import check_choice
 
 __all__ = [
@@ -78,8 +79,9 @@ class ModelSpec:
         check_size("img_size", self.img_size)
         check_size("patch_size", self.patch_size, allow_none=True)
 
-    def build(self) -> nn.Module:
-        """A freshly initialized model of this spec."""
+    def build(self, **kwargs: Any) -> nn.Module:
+        """A freshly initialized model of this spec; ``kwargs`` go to the model's constructor
+        (e.g. ``drop_path_rate=0.1``: options of training that are not part of the architecture)."""
         return create_model(
             self.family,
             depth=self.depth,
@@ -87,6 +89,7 @@ class ModelSpec:
             num_classes=self.num_classes,
             img_size=self.img_size,
             patch_size=self.patch_size,
+            **kwargs,
         )
 
     @property
@@ -144,29 +147,26 @@ def check_model_path(path: str | os.PathLike) -> Path:
     return path
 
 
-def load_model(path: str | os.PathLike) -> tuple[nn.Module, ModelSpec]:
-    """Rebuild a model written by :func:`save_model`.
+def load_model(path: str | os.PathLike, **kwargs: Any) -> tuple[nn.Module, ModelSpec]:
+    """Rebuild a model written by :func:`save_model` (``kwargs`` as in :meth:`ModelSpec.build`).
 
     Raises:
-        FileNotFoundError: no such file. ValueError: not a tucker_init model file.
+        FileNotFoundError: no such file. ValueError: not a tucker_init model file, a damaged one,
+            or one holding NaN / Inf (the tensor is named).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file {str(path)!r} does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    except Exception as err:
-        raise ValueError(f"{str(path)!r} is not a readable model file: {err}") from err
+    metadata, tensors = read_safetensors(path, "model file")
     if metadata.get("format") != MODEL_FORMAT:
         raise ValueError(
             f"{str(path)!r} is not a tucker_init model file (format {metadata.get('format')!r}); "
             "template files are read with load_template()"
         )
-    spec = ModelSpec(**json.loads(metadata["spec"]))
-    model = spec.build()
-    model.load_state_dict(tensors)
+    try:
+        spec = ModelSpec(**json.loads(metadata["spec"]))
+        model = spec.build(**kwargs)
+        model.load_state_dict(tensors)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:  # load_state_dict raises RuntimeError
+        raise ValueError(f"{str(path)!r}: damaged model file: {type(err).__name__}: {err}") from err
     return model, spec
 
 
@@ -355,6 +355,25 @@ def _architecture(model: nn.Module) -> str:
     return f"{type(model).__name__}, {count} parameters, shapes sha256 {digest}"
 
 
+def _train_config(
+    recipe: Recipe,
+    steps: int,
+    batch_size: int,
+    *,
+    lr: float | None,
+    warmup_steps: int | None,
+    engine: Mapping[str, Any] | None,
+    **fixed: Any,
+) -> TrainConfig:
+    """The recipe's :class:`TrainConfig`, with the caller's overrides (``None``: the recipe's)
+    and the job's own bookkeeping fields."""
+    overrides = {k: v for k, v in (("lr", lr), ("warmup_steps", warmup_steps)) if v is not None}
+    clash = sorted(set(engine or {}) & (set(fixed) | {"steps", "batch_size", "lr", "warmup_steps"}))
+    if clash:
+        raise ValueError(f"engine must not set {clash}: they are arguments of the job itself")
+    return recipe.train_config(steps, batch_size, **overrides, **fixed, **dict(engine or {}))
+
+
 def pretrain(
     spec: ModelSpec,
     data: str | ImageDataset,
@@ -367,21 +386,33 @@ def pretrain(
     dense: bool = False,
     steps: int = 1000,
     batch_size: int = 64,
-    lr: float = 1.5e-3,
+    recipe: str | Recipe = "small_pretrain",
+    lr: float | None = None,
     warmup_steps: int | None = None,
-    mask_ratio: float = 0.75,
+    mask_ratio: float | None = None,
+    norm_pix_loss: bool | None = None,
     seed: int = 0,
     device: str = "auto",
     resume: bool = False,
     max_time_s: float | None = None,
     train_subset: int | None = None,
     data_root: str | None = None,
+    workers: int | None = None,
+    engine: Mapping[str, Any] | None = None,
+    tensorboard: bool = False,
 ) -> PretrainResult:
     """Pre-train a weight template (or, with ``dense=True``, a dense model of the same shape)
     with the masked-image objective.
 
     Writes ``out_dir/template.safetensors`` (or ``out_dir/dense.safetensors``), plus
     ``last.pt`` (checkpoint) and ``metrics.jsonl``.
+
+    The hyper-parameters come from the named ``recipe`` (:mod:`tucker_init.training.recipes`:
+    ``"small_pretrain"`` for short CPU runs, ``"mae"`` for the MAE paper's); ``lr``,
+    ``warmup_steps``, ``mask_ratio`` and ``norm_pix_loss`` override it when given, ``engine``
+    any other :class:`~tucker_init.train.TrainConfig` field (``compile``, ``channels_last``,
+    ``grad_clip``, ...). ``workers``: DataLoader processes for streamed image folders;
+    ``tensorboard``: also log to ``out_dir/tensorboard``.
 
     ``scaling`` (width-wise stochastic scaling, ``"off"`` | ``"prefix"`` | ``"rank"``) defaults to
     ``"off"``: in ``experiments/stochastic_scaling.py --quick --seeds 0 1 2`` prefix masks and rank
@@ -392,6 +423,9 @@ def pretrain(
     set, root and fingerprint); ``resume=True`` with any of them changed is refused, naming them.
     """
     check_choice("scaling", scaling, SCALING_MODES)
+    recipe = get_recipe(recipe, kind="pretrain")
+    mask_ratio = recipe.mask_ratio if mask_ratio is None else mask_ratio
+    norm_pix_loss = recipe.norm_pix_loss if norm_pix_loss is None else norm_pix_loss
     out = check_run_dir(out_dir, "pretrain", resume)
     torch.manual_seed(seed)
     model = spec.build()
@@ -408,16 +442,24 @@ def pretrain(
     # CNNs: mask 8 px patches at 32 px (16 per image); their default, the total stride (32),
     # would leave a single patch.
     extra = {} if isinstance(model, VisionTransformer) else {"patch_size": max(1, spec.img_size // 4)}
-    objective = masked_model_for(encoder, mask_ratio=mask_ratio, **extra)
+    objective = masked_model_for(encoder, mask_ratio=mask_ratio, norm_pix_loss=norm_pix_loss, **extra)
     train_loader = make_train_loader(
-        data, batch_size, image_size=spec.img_size, seed=seed, train_subset=train_subset, root=data_root
+        data,
+        batch_size,
+        image_size=spec.img_size,
+        seed=seed,
+        train_subset=train_subset,
+        root=data_root,
+        transform="mae",
+        workers=workers,
     )
-    config = TrainConfig(
-        steps=steps,
-        batch_size=batch_size,
+    config = _train_config(
+        recipe,
+        steps,
+        batch_size,
         lr=lr,
-        warmup_steps=warmup_steps if warmup_steps is not None else max(1, steps // 10),
-        weight_decay=0.05,
+        warmup_steps=warmup_steps,
+        engine=engine,
         seed=seed,
         device=device,
         out_dir=str(out),
@@ -433,6 +475,8 @@ def pretrain(
         "dense": dense,
         **{k: None if dense else v for k, v in factorized.items()},  # a dense run has none of them
         "mask_ratio": mask_ratio,
+        "norm_pix_loss": norm_pix_loss,
+        "recipe": recipe.name,
         **_data_job(data, data_root, train_loader, train_subset),
     }
     result = train(
@@ -443,6 +487,7 @@ def pretrain(
         resume=resume,
         before_step=scaler_hook.set_step if scaler_hook is not None else None,
         job=job,
+        tensorboard=out / "tensorboard" if tensorboard else None,
     )
     objective.cpu()
     if dense:
@@ -496,9 +541,10 @@ def finetune_model(
     *,
     steps: int = 300,
     batch_size: int = 64,
-    lr: float = 1e-3,
+    recipe: str | Recipe = "small_finetune",
+    lr: float | None = None,
     warmup_steps: int | None = None,
-    label_smoothing: float = 0.1,
+    label_smoothing: float | None = None,
     eval_every: int = 0,
     image_size: int = 32,
     seed: int = 0,
@@ -510,13 +556,21 @@ def finetune_model(
     data_root: str | None = None,
     test_data: ImageDataset | None = None,
     job: Mapping[str, Any] | None = None,
+    workers: int | None = None,
+    engine: Mapping[str, Any] | None = None,
+    tensorboard: bool = False,
 ) -> TrainResult:
-    """Fine-tune a classifier (AdamW, warm-up + cosine, label smoothing) and evaluate top-1.
+    """Fine-tune a classifier with the named ``recipe`` (``"small_finetune"``: AdamW, 10 %
+    warm-up + cosine, label smoothing 0.1; ``"mae_finetune"`` / ``"deit"``: layer decay, mixup /
+    cutmix, ...) and evaluate top-1. ``lr``, ``warmup_steps`` and ``label_smoothing`` override the
+    recipe when given, ``engine`` any other :class:`~tucker_init.train.TrainConfig` field. The
+    recipe's ``drop_path`` applies where the model is built (:meth:`ModelSpec.build`).
 
     The checkpoint records the job: the model's architecture, image size, data set, root and the
     fingerprints of the train and test images, plus the caller's ``job`` fields (e.g. the model
     spec and the weights file); ``resume=True`` with any of them changed is refused, naming them.
     """
+    recipe = get_recipe(recipe, kind="finetune")
     if out_dir is not None:
         check_run_dir(out_dir, "finetune", resume)
     train_loader, test_loader = make_loaders(
@@ -528,13 +582,17 @@ def finetune_model(
         test_subset=test_subset,
         root=data_root,
         test_data=test_data,
+        workers=workers,
     )
-    config = TrainConfig(
-        steps=steps,
-        batch_size=batch_size,
+    if label_smoothing is not None:
+        engine = {**(engine or {}), "label_smoothing": label_smoothing}
+    config = _train_config(
+        recipe,
+        steps,
+        batch_size,
         lr=lr,
-        warmup_steps=warmup_steps if warmup_steps is not None else max(1, steps // 10),
-        label_smoothing=label_smoothing,
+        warmup_steps=warmup_steps,
+        engine=engine,
         eval_every=eval_every,
         seed=seed,
         device=device,
@@ -544,6 +602,7 @@ def finetune_model(
     )
     record = {
         "kind": "finetune",
+        "recipe": recipe.name,
         "model": _architecture(model),
         "img_size": image_size,
         **_data_job(data, data_root, train_loader, train_subset),
@@ -551,4 +610,7 @@ def finetune_model(
         "test_fingerprint": test_loader.dataset.fingerprint(),
         **({} if job is None else dict(job)),
     }
-    return finetune(model, train_loader, test_loader, config, resume=resume, job=record)
+    if tensorboard and out_dir is None:
+        raise ValueError("tensorboard=True needs out_dir (the log goes to out_dir/tensorboard), found None")
+    board = Path(out_dir) / "tensorboard" if tensorboard else None
+    return finetune(model, train_loader, test_loader, config, resume=resume, job=record, tensorboard=board)

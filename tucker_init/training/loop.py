@@ -338,10 +338,11 @@ def finetune(
     metrics_path: str | os.PathLike | None = None,
     before_step: Callable[[int], None] | None = None,
     job: Mapping[str, Any] | None = None,
+    tensorboard: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Fine-tune a classifier: :func:`train` with cross-entropy (``config.label_smoothing``),
-    evaluating on ``test_loader`` every ``config.eval_every`` steps and at the end; ``job`` as in
-    :func:`train`.
+    evaluating on ``test_loader`` every ``config.eval_every`` steps and at the end (mixup / cutmix
+    when the config asks for them); ``job`` and ``tensorboard`` as in :func:`train`.
 
     Returns:
         The :class:`TrainResult`; ``final_eval`` holds ``top1`` (percent) / ``loss`` on the
@@ -362,4 +363,5 @@ def finetune(
         eval_fn=eval_fn,
         before_step=before_step,
         job=job,
+        tensorboard=tensorboard,
     )
