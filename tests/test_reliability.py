@@ -273,3 +273,19 @@ def test_numpy_integers_everywhere_an_int_is_taken(saved):
     get_initializer("random")(tiny_vit(depth=3), seed=np.int64(1))
     with pytest.raises(TypeError, match=r"seed must be an int, found float"):
         WidthScaling("prefix", seed=1.5)
+
+
+def test_non_finite_values_in_a_model_file_are_refused(tmp_path):
+    from tucker_init.pipeline import ModelSpec, load_model, save_model
+
+    spec = ModelSpec("vit", 2, 64, img_size=16, patch_size=4)
+    path = save_model(tmp_path / "m.safetensors", spec.build(), spec)
+
+    def poison(tensors):
+        tensors["blocks.1.attn.proj.weight"][0, 0] = float("nan")
+
+    _rewrite(path, poison)
+    with pytest.raises(
+        ValueError, match=r"tensor 'blocks.1.attn.proj.weight' holds 1 non-finite value.*m\.safetensors"
+    ):
+        load_model(path)
