@@ -8,44 +8,5 @@ Example::
     result.final_eval["top1"]
 """
 
-from .training import (
-    EvalFn,
-    LossFn,
-    NonFiniteLossError,
-    TrainConfig,
-    TrainResult,
-    WarmupCosine,
-    build_optimizer,
-    build_scheduler,
-    check_resume,
-    classification_loss,
-    cycle_batches,
-    evaluate,
-    finetune,
-    masked_image_loss,
-    seed_everything,
-    to_device,
-    train,
-    train_step,
-)
-
-__all__ = [
-    "EvalFn",
-    "LossFn",
-    "NonFiniteLossError",
-    "TrainConfig",
-    "TrainResult",
-    "WarmupCosine",
-    "build_optimizer",
-    "build_scheduler",
-    "check_resume",
-    "classification_loss",
-    "cycle_batches",
-    "evaluate",
-    "finetune",
-    "masked_image_loss",
-    "seed_everything",
-    "to_device",
-    "train",
-    "train_step",
-]
+from .training import *  # noqa: F403 (the same public names)
+from .training import __all__  # noqa: F401

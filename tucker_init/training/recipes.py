@@ -182,20 +182,12 @@ register_recipe(
     )
 )
 register_recipe(
-    Recipe(
-        "deit",
-        "finetune",
-        lr=5e-4,
+    get_recipe("mae_finetune").replace(  # DeiT's regularization is the one MAE fine-tuning adopted
+        name="deit",
         lr_batch=512,
         warmup_fraction=5 / 300,
         min_lr_ratio=1e-5 / 5e-4,
-        label_smoothing=0.1,
-        mixup=0.8,
-        cutmix=1.0,
-        drop_path=0.1,
-        crop_scale=(0.08, 1.0),
-        auto_augment=_RAND_AUGMENT,
-        reprob=0.25,
+        layer_decay=None,
         description="DeiT: lr 5e-4 x batch/512, mixup/cutmix, RandAugment, label smoothing 0.1",
     )
 )
