@@ -12,12 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 import timm
+import torch
 from timm.models.convnext import ConvNeXt
 from timm.models.resnet import BasicBlock, ResNet
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-__all__ = ["DEFAULT_SIZES", "FAMILIES", "check_size", "create_model", "parse_size", "size_name"]
+__all__ = ["DEFAULT_SIZES", "FAMILIES", "check_size", "create_model", "parse_size", "size_name", "timm_equivalent"]
 
 FAMILIES = ("vit", "resnet", "resnetd", "convnext")
 HEAD_DIM = 64
@@ -114,12 +115,17 @@ def _create_vit(
     )
 
 
+def _stages(name: str, depth: int | None, width: int | None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Blocks and widths of a CNN family's four stages."""
+    depth, width = _sized(name, depth, width)
+    return (max(1, depth // 2), depth, depth, depth), tuple(width * 2**i for i in range(4))
+
+
 def _create_cnn(
     name: str, depth: int | None, width: int | None, num_classes: int, in_chans: int, kwargs: dict[str, Any]
 ) -> nn.Module:
-    depth, width = _sized(name, depth, width)
-    depths = (max(1, depth // 2), depth, depth, depth)
-    widths = tuple(width * 2**i for i in range(4))
+    depths, widths = _stages(name, depth, width)
+    width = widths[0]
     if name == "resnetd":
         # Deep stem: 3x3 convs of width/2, width/2, width channels (timm's plain stem is 64 wide
         # at every width, so a plain ResNet's first block changes proportions with the width).
@@ -147,10 +153,18 @@ def _create_timm(
             f"found {name!r}"
         )
     base = {"num_classes": num_classes, "in_chans": in_chans, "pretrained": False, **kwargs}
+    return timm.create_model(name, **base, **_accepted_sizes(name, base, img_size, patch_size))
+
+
+def _accepted_sizes(name: str, base: dict[str, Any], img_size: int | None, patch_size: int | None) -> dict[str, int]:
+    """The given ``img_size`` / ``patch_size`` that the timm model ``name`` takes (tried on the
+    meta device: no memory, no init)."""
     sizes = {k: v for k, v in (("img_size", img_size), ("patch_size", patch_size)) if v is not None}
     while True:
         try:
-            return timm.create_model(name, **base, **sizes)
+            with torch.device("meta"):
+                timm.create_model(name, **base, **sizes)
+            return sizes
         except TypeError as err:
             refused = [k for k in sizes if f"'{k}'" in str(err)]
             if not refused:
@@ -158,6 +172,47 @@ def _create_timm(
             if refused[0] == "patch_size":
                 raise ValueError(f"the timm model {name!r} does not take a patch_size, found {patch_size}") from err
             del sizes["img_size"]
+
+
+def timm_equivalent(
+    name: str,
+    *,
+    depth: int | None = None,
+    width: int | None = None,
+    num_classes: int = 10,
+    img_size: int | None = None,
+    patch_size: int | None = None,
+    in_chans: int = 3,
+) -> tuple[str, dict[str, Any]]:
+    """A registered timm model name and the keyword arguments with which ``timm.create_model``
+    builds the very architecture that :func:`create_model` builds (same parameter names and
+    shapes), so that a model file loads with timm alone::
+
+        timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=PATH,
+                          num_classes=kwargs["num_classes"]), **kwargs)
+    """
+    common = {"num_classes": num_classes, "in_chans": in_chans}
+    if name == "vit":
+        depth, width = _sized("vit", depth, width)
+        sizes = {
+            "img_size": 32 if img_size is None else img_size,
+            "patch_size": 4 if patch_size is None else patch_size,
+        }
+        return "vit_tiny_patch16_224", {
+            **sizes,
+            "embed_dim": width,
+            "depth": depth,
+            "num_heads": width // HEAD_DIM,
+            **common,
+        }
+    if name in ("resnet", "resnetd", "convnext"):
+        depths, widths = _stages(name, depth, width)
+        if name == "convnext":  # convnext_atto's own conv_mlp=True is not ConvNeXt's default
+            return "convnext_atto", {"depths": list(depths), "dims": list(widths), "conv_mlp": False, **common}
+        stem = {"stem_type": "deep", "stem_width": widths[0] // 2} if name == "resnetd" else {}
+        return "resnet18", {"layers": list(depths), "channels": list(widths), **stem, **common}
+    base = {**common, "pretrained": False}
+    return name, {**common, **_accepted_sizes(name, base, img_size, patch_size)}
 
 
 def parse_size(text: str) -> tuple[int, int]:

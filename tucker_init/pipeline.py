@@ -26,7 +26,7 @@ from .factorized import factorize
 from .initialize import InitReport, LearnConfig, initialize
 from .io import read_safetensors, save_template, write_safetensors_atomic
 from .mae import masked_model_for
-from .models import check_size, create_model, size_name
+from .models import check_size, create_model, size_name, timm_equivalent
 from .stochastic import WidthScaling
 from .streaming import TRANSFORMS, FolderDataset, StreamingLoader
 from .train import TrainConfig, TrainResult, finetune, masked_image_loss, train
@@ -104,7 +104,13 @@ class ModelSpec:
 
 # -- dense model files -----------------------------------------------------------------------------
 def save_model(path: str | os.PathLike, model: nn.Module, spec: ModelSpec, extra: dict | None = None) -> Path:
-    """Write a dense model's state dict (safetensors, atomically) with its spec as metadata.
+    """Write a dense model's state dict (safetensors, atomically) with its spec as metadata, and
+    under ``"timm"`` the timm model name and kwargs that rebuild it with timm alone
+    (:func:`~tucker_init.models.timm_equivalent`)::
+
+        meta = json.loads(safe_open(path, "pt").metadata()["timm"])
+        overlay = dict(file=path, num_classes=meta["kwargs"]["num_classes"])
+        model = timm.create_model(meta["name"], pretrained=True, pretrained_cfg_overlay=overlay, **meta["kwargs"])
 
     Raises:
         IsADirectoryError, ValueError: see :func:`check_model_path`.
@@ -113,7 +119,20 @@ def save_model(path: str | os.PathLike, model: nn.Module, spec: ModelSpec, extra
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     extra = {} if extra is None else extra
-    metadata = {"format": MODEL_FORMAT, "spec": json.dumps(asdict(spec)), "extra": json.dumps(extra)}
+    name, kwargs = timm_equivalent(
+        spec.family,
+        depth=spec.depth,
+        width=spec.width,
+        num_classes=spec.num_classes,
+        img_size=spec.img_size,
+        patch_size=spec.patch_size,
+    )
+    metadata = {
+        "format": MODEL_FORMAT,
+        "spec": json.dumps(asdict(spec)),
+        "extra": json.dumps(extra),
+        "timm": json.dumps({"name": name, "kwargs": kwargs}),
+    }
     write_safetensors_atomic(path, tensors, metadata)
     return path
 
