@@ -50,3 +50,14 @@ def test_a_recipe_of_the_other_kind_is_one_line(tmp_path, capsys):
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("tucker-init: error:") and "--recipe" in err[0]
+
+
+def test_a_pretrained_template_has_a_model_card(tmp_path):
+    out = tmp_path / "pre"
+    args = ["pretrain", *TINY, *COMMON, "--ranks", "8", "32", "32", "--steps", "2", "--batch-size", "16"]
+    assert main([*args, "--out", str(out)]) == 0
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: tucker_init")
+    for fact in ("| method | tucker |", "| ranks | (8, 32, 32) |", "| recipe | small_pretrain |", "| data | digits |"):
+        assert fact in card, fact
+    assert "| steps | 2 of 2 |" in card and "| library | tucker_init " in card

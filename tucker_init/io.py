@@ -26,7 +26,7 @@ from .files import atomic_write
 from .layout import ModelLayout, build_layout
 from .validation import check_finite
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "WeightTemplate", "load_template", "save_template"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "WeightTemplate", "load_template", "save_template", "write_model_card"]
 
 FORMAT = "tucker_init.template"
 FORMAT_VERSION = 1
@@ -271,3 +271,42 @@ def to_factorized(
                 raise ValueError(f"template parameter {name!r} {tuple(value.shape)} does not fit the model")
             own[name].copy_(value)
     return fm.train(model.training)
+
+
+def write_model_card(path: str | os.PathLike, template: WeightTemplate, facts: dict[str, Any]) -> Path:
+    """Write ``README.md`` beside the template file ``path``: a model card (Hugging Face format:
+    YAML front matter, then text) saying what the template is and how it was made, so the folder
+    can be uploaded as it is (``huggingface_hub.upload_folder``).
+
+    Args:
+        facts: how it was made, e.g. ``{"objective": "MAE", "data": "fashion_mnist",
+            "steps": 1000, "command": "tucker-init pretrain ..."}``; written as a table.
+    """
+    path = Path(path)
+    groups = ", ".join(f"{g.name} {g.shape}" for g in template.layout.groups)
+    rows = {
+        "source model": f"{template.family} ({template.backbone.get('class', '?')})",
+        "method": template.config.method,
+        "ranks": ", ".join(str(tuple(r)) for r in sorted(set(template.config.ranks))),
+        "groups (S*L, d, d)": groups,
+        "template parameters": sum(t.numel() for t in template.template.values()),
+        **facts,
+        "library": f"tucker_init {template.library_version}",
+    }
+    lines = [
+        "---",
+        "library_name: tucker_init",
+        "tags: [weight-template, tucker, initialization, timm]",
+        "---",
+        f"# {path.stem}: a {template.config.method} weight template",
+        "",
+        f"Initializes vision models of other depths and widths: `tucker_init.initialize(target_model, {path.name!r})`.",
+        "",
+        "| | |",
+        "|---|---|",
+        *(f"| {key} | {value} |" for key, value in rows.items()),
+        "",
+    ]
+    card = path.parent / "README.md"
+    atomic_write(card, lambda tmp: Path(tmp).write_text("\n".join(lines)))
+    return card

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from .checkpoint import LAST, load_checkpoint
 from .data import BatchLoader, ImageDataset, load_dataset, streamed_datasets
 from .factorized import factorize
 from .initialize import InitReport, LearnConfig, initialize
-from .io import read_safetensors, save_template, write_safetensors_atomic
+from .io import load_template, read_safetensors, save_template, write_model_card, write_safetensors_atomic
 from .mae import masked_model_for
 from .models import check_size, create_model, size_name, timm_equivalent
 from .stochastic import WidthScaling
@@ -513,6 +514,10 @@ def pretrain(
         path = save_model(out / "dense.safetensors", model, spec, {"steps": result.step})
     else:
         path = save_template(out / "template.safetensors", encoder)
+        facts = {"objective": "masked image modeling (MAE)", "recipe": recipe.name, "data": job["data"]}
+        facts |= {"images": job["data_fingerprint"].get("images"), "steps": f"{result.step} of {result.total_steps}"}
+        facts["command"] = f"`{' '.join(sys.argv)}`" if sys.argv and sys.argv[0] else "pipeline.pretrain(...)"
+        write_model_card(path, load_template(path), facts)
     return PretrainResult(path=path, train=result, history=result.history)
 
 
