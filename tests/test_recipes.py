@@ -104,3 +104,13 @@ def test_mixup_ema_and_layer_decay_resume_bit_exactly(tmp_path):
 def test_mixup_needs_an_even_batch(tmp_path):
     with pytest.raises(ValueError, match=r"mixup / cutmix need an even batch per process, found 7"):
         _finetune(tmp_path, 2, None, False, batch_size=7)
+
+
+def test_recipes_augment_streamed_image_folders_as_their_papers():
+    from tucker_init.pipeline import _transform_options
+    from tucker_init.streaming import build_transform
+
+    deit = repr(build_transform("finetune", 32, options=_transform_options(get_recipe("deit"))))
+    assert "RandAugment" in deit and "RandomErasing(p=0.25" in deit and "scale=(0.08, 1.0)" in deit
+    mae = repr(build_transform("mae", 32, options=_transform_options(get_recipe("mae"))))
+    assert "scale=(0.2, 1.0)" in mae and "RandAugment" not in mae and "RandomErasing" not in mae

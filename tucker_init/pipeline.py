@@ -207,6 +207,7 @@ def make_train_loader(
     transform: str = "mae",
     workers: int | None = None,
     pretrained_cfg: Mapping[str, Any] | None = None,
+    transform_options: Mapping[str, Any] | None = None,
 ) -> BatchLoader | StreamingLoader:
     """The training loader of ``data`` (a data set name, whose "train" split is used, an
     :class:`ImageDataset` or a :class:`~tucker_init.streaming.FolderDataset`); under torchrun each
@@ -220,7 +221,8 @@ def make_train_loader(
     transform; ``augment=False``: ``"eval"``, resize + center crop), mean / std from
     ``pretrained_cfg`` when given, else 0.5. The in-memory sets (fashion_mnist, digits, photos, ...)
     use a :class:`BatchLoader` (``augment``: pad-crop + flip on whole batches); ``transform``,
-    ``workers`` and ``pretrained_cfg`` do not apply to them.
+    ``workers``, ``pretrained_cfg`` and ``transform_options`` (more timm ``create_transform``
+    arguments, e.g. a recipe's ``auto_augment``) do not apply to them.
     """
     check_choice("transform", transform, TRANSFORMS)
     rank, world = _dist()
@@ -243,6 +245,7 @@ def make_train_loader(
             world_size=world,
             workers=workers,
             pretrained_cfg=pretrained_cfg,
+            transform_options=transform_options,
         )
     return BatchLoader(
         train_set, batch_size // world, image_size=image_size, augment=augment, seed=seed, rank=rank, world_size=world
@@ -263,6 +266,7 @@ def make_loaders(
     transform: str = "finetune",
     workers: int | None = None,
     pretrained_cfg: Mapping[str, Any] | None = None,
+    transform_options: Mapping[str, Any] | None = None,
 ) -> tuple[BatchLoader | StreamingLoader, BatchLoader | StreamingLoader]:
     """Train and test loaders (see :func:`make_train_loader`; image folders are streamed, the
     training split with timm's ``"finetune"`` transform by default, the test split with ``"eval"``).
@@ -284,6 +288,7 @@ def make_loaders(
         transform=transform,
         workers=workers,
         pretrained_cfg=pretrained_cfg,
+        transform_options=transform_options,
     )
     if isinstance(data, str):
         test_set = load_dataset(data, "test", root=root, stream=data in streamed_datasets())
@@ -373,6 +378,12 @@ def _architecture(model: nn.Module) -> str:
     digest = hashlib.sha256(repr(shapes).encode()).hexdigest()[:16]
     count = sum(p.numel() for p in model.parameters())
     return f"{type(model).__name__}, {count} parameters, shapes sha256 {digest}"
+
+
+def _transform_options(recipe: Recipe) -> dict[str, Any]:
+    """The recipe's augmentation of streamed image folders, as timm ``create_transform`` arguments."""
+    options = {"scale": recipe.crop_scale, "auto_augment": recipe.auto_augment, "re_prob": recipe.reprob or None}
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def _train_config(
@@ -472,6 +483,7 @@ def pretrain(
         root=data_root,
         transform="mae",
         workers=workers,
+        transform_options=_transform_options(recipe),
     )
     config = _train_config(
         recipe,
@@ -607,6 +619,7 @@ def finetune_model(
         root=data_root,
         test_data=test_data,
         workers=workers,
+        transform_options=_transform_options(recipe),
     )
     if label_smoothing is not None:
         engine = {**(engine or {}), "label_smoothing": label_smoothing}

@@ -189,10 +189,12 @@ def build_transform(
     std: Any = 0.5,
     crop_pct: float = 1.0,
     interpolation: str = "bicubic",
+    options: Mapping[str, Any] | None = None,
 ) -> Any:
     """The timm transform (``timm.data.create_transform``) of ``kind`` (see :data:`TRANSFORMS`): PIL
     image in, float32 tensor ``(channels, image_size, image_size)`` equal to ``(pixels / 255 - mean) / std``
-    out."""
+    out. ``options`` go to ``create_transform`` for the training kinds (a recipe's ``scale``,
+    ``auto_augment``, ``re_prob``, ...); the eval transform takes none."""
     from timm.data import create_transform
 
     check_choice("transform", kind, TRANSFORMS)
@@ -205,10 +207,13 @@ def build_transform(
         raise ValueError(f"crop_pct must be a number in (0, 1], found {crop_pct!r}")
     common = {"input_size": (channels, image_size, image_size), "mean": mean, "std": std}
     common["interpolation"] = interpolation
+    if options is not None and not isinstance(options, Mapping):
+        raise TypeError(f"options must be a mapping of create_transform arguments or None, found {options!r}")
     if kind == "mae":
-        return create_transform(**common, is_training=True, scale=(0.2, 1.0), hflip=0.5, color_jitter=None)
+        mae = {"scale": (0.2, 1.0), "hflip": 0.5, "color_jitter": None} | dict(options or {})
+        return create_transform(**common, is_training=True, **mae)
     if kind == "finetune":
-        return create_transform(**common, is_training=True)
+        return create_transform(**common, is_training=True, **dict(options or {}))
     return create_transform(**common, is_training=False, crop_pct=float(crop_pct))
 
 
@@ -347,6 +352,8 @@ class StreamingLoader:
         pretrained_cfg: a timm model's ``pretrained_cfg`` (mean, std, crop_pct, interpolation), optional.
         pin_memory: ``None``: when CUDA is available.
         prefetch_factor: batches each worker prepares ahead.
+        transform_options: more ``create_transform`` arguments of the training transforms (a
+            recipe's crop scale, RandAugment policy, random erasing), see :func:`build_transform`.
 
     Raises:
         TypeError / ValueError: naming the argument that is wrong.
@@ -371,6 +378,7 @@ class StreamingLoader:
         pretrained_cfg: Mapping[str, Any] | None = None,
         pin_memory: bool | None = None,
         prefetch_factor: int = 2,
+        transform_options: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(dataset, FolderDataset):
             raise TypeError(f"dataset must be a FolderDataset, found {type(dataset).__name__}")
@@ -411,6 +419,7 @@ class StreamingLoader:
             std=self.std,
             crop_pct=cfg.get("crop_pct", 1.0),
             interpolation=cfg.get("interpolation", "bicubic"),
+            options=transform_options,
         )
         self.epoch = 0
         self._batch = 0  # batches handed out in the current epoch
