@@ -308,6 +308,10 @@ def test_bad_arguments(folder, monkeypatch):
         FolderDataset(folder, holdout=1.0)
     with pytest.raises(ValueError, match="stream=True is available for"):
         load_dataset("digits", stream=True)
+    with pytest.raises(TypeError, match=r"takes only holdout= .* found \['size'\]"):
+        load_dataset("image_folder", root=folder, stream=True, size=8)
+    with pytest.raises(TypeError, match="stream must be a bool"):
+        load_dataset("image_folder", root=folder, stream="yes")
     with pytest.raises(ValueError, match=r"n must be in \[1, 48\]"):
         ds.subset(0)
     monkeypatch.setenv("TUCKER_INIT_WORKERS", "many")

@@ -208,6 +208,12 @@ def load_dataset(
             )
         from .streaming import FolderDataset
 
+        unknown = sorted(set(kwargs) - {"holdout"})
+        if unknown:
+            raise TypeError(
+                f"load_dataset({name!r}, stream=True) takes only holdout= (images are resized by the loader's "
+                f"transform), found {unknown}"
+            )
         return FolderDataset(root, split, **kwargs)
     if name in _IDX_SOURCES:
         return _load_idx_dataset(name, split, root, **kwargs)

@@ -274,9 +274,16 @@ class ResumableBatchSampler(Sampler[list[tuple[int, int]]]):
     """
 
     def __init__(
-        self, n: int, batch_size: int, *, world_size: int = 1, rank: int = 0, seed: int = 0,
-        shuffle: bool = True, drop_last: bool = True,
-    ) -> None:  # fmt: skip
+        self,
+        n: int,
+        batch_size: int,
+        *,
+        world_size: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = True,
+    ) -> None:
         self.n = check_int("n", n, 1)
         self.batch_size = check_int("batch_size", batch_size, 1)
         self.world_size = check_int("world_size", world_size, 1)
@@ -397,17 +404,22 @@ class StreamingLoader:
         if pin_memory is not None and not isinstance(pin_memory, bool):
             raise TypeError(f"pin_memory must be a bool or None, found {type(pin_memory).__name__} {pin_memory!r}")
         if pretrained_cfg is not None and not isinstance(pretrained_cfg, Mapping):
-            raise TypeError(f"pretrained_cfg must be a mapping (a timm model's pretrained_cfg) or None, found "
-                            f"{type(pretrained_cfg).__name__}")  # fmt: skip
+            found = type(pretrained_cfg).__name__
+            raise TypeError(f"pretrained_cfg must be a mapping (a timm model's pretrained_cfg) or None, found {found}")
         cfg = dict(pretrained_cfg or {})
         self.channels = channels
         self.mean = _per_channel("mean", cfg.get("mean", 0.5) if mean is None else mean, channels)
         self.std = _per_channel("std", cfg.get("std", 0.5) if std is None else std, channels)
         self.dataset = dataset
         self.sampler = ResumableBatchSampler(
-            len(dataset), self.batch_size, world_size=self.world_size, rank=self.rank, seed=self.seed,
-            shuffle=shuffle, drop_last=drop_last,
-        )  # fmt: skip
+            len(dataset),
+            self.batch_size,
+            world_size=self.world_size,
+            rank=self.rank,
+            seed=self.seed,
+            shuffle=shuffle,
+            drop_last=drop_last,
+        )
         self.shuffle, self.drop_last = shuffle, drop_last
         self.global_batch = self.sampler.global_batch
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
