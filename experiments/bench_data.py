@@ -154,23 +154,27 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
-def _kib(pid: int, path: str, key: str) -> int:
+def _kib(pid: int, path: str, *keys: str) -> int:
+    """Sum of the ``keys`` fields (kB) of ``/proc/<pid>/<path>``; 0 when the process is gone."""
+    total = 0
     try:
         with open(f"/proc/{pid}/{path}") as f:
             for line in f:
-                if line.startswith(key):
-                    return int(line.split()[1])
+                if line.startswith(keys):
+                    total += int(line.split()[1])
     except OSError:
         pass
-    return 0
+    return total
 
 
 def run_measured(cmd: list[str], env: dict[str, str]) -> dict[str, float]:
-    """Run ``cmd``; peak RSS and PSS (MiB) of its process tree sampled every 50 ms from /proc, the
-    peak RSS of the main process, and ``ru_maxrss`` (the largest process of the tree, from
-    ``os.wait4`` on it)."""
+    """Run ``cmd``; peaks (MiB) sampled every 50 ms from /proc: the RSS summed over its process tree
+    (an upper bound: pages a worker shares with its parent count twice), the USS summed over the tree
+    (private pages only: a lower bound, and unlike PSS not moved by other users' processes mapping the
+    same libraries), the main process's RSS; and ``ru_maxrss`` of the largest process of the tree
+    (``os.wait4`` on it)."""
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    peak = {"tree_rss": 0, "tree_pss": 0, "main_rss": 0, "processes": 0}
+    peak = {"tree_rss": 0, "tree_uss": 0, "main_rss": 0, "processes": 0}
     output: list[bytes] = []
     reader = threading.Thread(target=lambda: output.append(proc.stdout.read()), daemon=True)  # type: ignore[union-attr]
     reader.start()
@@ -181,7 +185,8 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> dict[str, float]:
             break
         pids = _tree(proc.pid)
         peak["tree_rss"] = max(peak["tree_rss"], sum(_kib(p, "status", "VmRSS:") for p in pids))
-        peak["tree_pss"] = max(peak["tree_pss"], sum(_kib(p, "smaps_rollup", "Pss:") for p in pids))
+        uss = sum(_kib(p, "smaps_rollup", "Private_Clean:", "Private_Dirty:") for p in pids)
+        peak["tree_uss"] = max(peak["tree_uss"], uss)
         peak["main_rss"] = max(peak["main_rss"], _kib(proc.pid, "status", "VmRSS:"))
         peak["processes"] = max(peak["processes"], len(pids))
         time.sleep(0.05)
@@ -193,7 +198,7 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> dict[str, float]:
         raise RuntimeError(f"{' '.join(cmd)} failed with status {proc.returncode}:\n{tail}")
     return {
         "tree_rss_mib": peak["tree_rss"] / 1024,
-        "tree_pss_mib": peak["tree_pss"] / 1024,
+        "tree_uss_mib": peak["tree_uss"] / 1024,
         "main_rss_mib": peak["main_rss"] / 1024,
         "maxrss_mib": usage.ru_maxrss / 1024,
         "processes": peak["processes"],
@@ -243,20 +248,20 @@ def main(argv: list[str] | None = None) -> int:
     quick = args.quick
     sizes = [300, 600] if quick else [20000, 40000]
     batch = 32 if quick else 64
-    rounds = args.rounds or (1 if quick else 3)
-    loader_batches = 4 if quick else 40
-    train_steps = 2 if quick else 10
+    rounds = args.rounds or (1 if quick else 5)
+    loader_batches = 4 if quick else 20
+    train_steps = 2 if quick else 6
     depth, width = (2, 64) if quick else (6, 128)
     ranks = (8, 16, 16) if quick else (36, 64, 64)  # the full run: the CLI's default ranks
     pre_steps = 2 if quick else 20
     out = args.out or (args.root / "bench_data_quick.csv" if quick else ROOT / "docs" / "results" / "bench_data.csv")
-    command = "python experiments/bench_data.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:]))
+    command = " ".join(["python experiments/bench_data.py", *(argv if argv is not None else sys.argv[1:])])
     rows: list[dict[str, object]] = []
 
     def record(section: str, setting: str, value: float, unit: str, note: str = "") -> None:
         row = {"section": section, "setting": setting, "value": round(value, 2), "unit": unit}
         rows.append({**row, "load_1min": round(load1(), 2), "note": note})
-        print(f"  {section:<10} {setting:<46} {value:>10.1f} {unit:<9} (load {load1():.2f}) {note}", flush=True)
+        print(f"  {section:<10} {setting:<52} {value:>10.1f} {unit:<9} (load {load1():.2f}) {note}", flush=True)
 
     cores = len(os.sched_getaffinity(0))
     print(f"{command}\n{cores} cores, load average at start {os.getloadavg()}", flush=True)
@@ -272,11 +277,15 @@ def main(argv: list[str] | None = None) -> int:
     streams = {w: loaders[w].infinite() for w in (0, 2)}
     for w in (0, 2):  # start the workers, fill the prefetch queue
         _rate(streams[w], 2)
-    step(x_mem)
-    rates: dict[str, list[float]] = {"loader_w0": [], "loader_w2": [], "train_memory": [], "train_streamed": []}
+    for _ in range(3):  # the first steps are slow (allocator, einsum paths)
+        step(x_mem)
     buffered = 2 * loaders[2].prefetch_factor  # batches the 2 workers hold ready after an idle spell
+    rates: dict[str, list[float]] = {k: [] for k in ("loader_w0", "loader_w2", "train_memory", "train_streamed")}
+    cpu_ms: list[float] = []
     for _ in range(rounds):
+        cpu = time.process_time()
         rates["loader_w0"].append(_rate(streams[0], loader_batches))
+        cpu_ms.append(1000 * (time.process_time() - cpu) / (batch * loader_batches))
         _rate(streams[2], buffered)  # drain, untimed: time production, not the queue
         rates["loader_w2"].append(_rate(streams[2], loader_batches))
         t = time.perf_counter()
@@ -291,22 +300,30 @@ def main(argv: list[str] | None = None) -> int:
         rates["train_streamed"].append(batch * train_steps / (time.perf_counter() - t))
     for loader in loaders.values():
         loader.close()
-    med = {k: statistics.median(v) for k, v in rates.items()}
-    spread = {k: f"rounds: {', '.join(f'{r:.0f}' for r in v)}" for k, v in rates.items()}
-    record("loader", f"{batch}/batch, mae 32 px, 0 workers", med["loader_w0"], "images/s", spread["loader_w0"])
-    record("loader", f"{batch}/batch, mae 32 px, 2 workers", med["loader_w2"], "images/s", spread["loader_w2"])
+
+    def summary(values: list[float]) -> tuple[float, str]:
+        return statistics.median(values), f"median of {len(values)} rounds: {', '.join(f'{v:.1f}' for v in values)}"
+
     model = f"ViT L{depth} w{width} 32 px"
-    record("training", f"{model}, MAE, batches in memory", med["train_memory"], "images/s", spread["train_memory"])
-    record(
-        "training",
-        f"{model}, MAE, fed by the loader (2 workers)",
-        med["train_streamed"],
-        "images/s",
-        spread["train_streamed"],
+    for key, setting in (
+        ("loader_w0", f"loader {batch}/batch, mae 32 px, 0 workers"),
+        ("loader_w2", f"loader {batch}/batch, mae 32 px, 2 workers"),
+        ("train_memory", f"{model} MAE, batches in memory"),
+        ("train_streamed", f"{model} MAE, fed by the loader (2 workers)"),
+    ):
+        value, note = summary(rates[key])
+        record("rate", setting, value, "images/s", note)
+    value, note = summary(cpu_ms)
+    record("rate", "loader CPU per image, 0 workers", value, "ms", note)
+    pairs = (
+        ("loader 2 workers / training in memory", "loader_w2", "train_memory"),
+        ("loader 0 workers / training in memory", "loader_w0", "train_memory"),
+        ("training fed by the loader / in memory", "train_streamed", "train_memory"),
     )
-    record("ratio", "loader 2 workers / training (in memory)", med["loader_w2"] / med["train_memory"], "x")
-    record("ratio", "loader 0 workers / training (in memory)", med["loader_w0"] / med["train_memory"], "x")
-    record("ratio", "training fed by loader / in memory", med["train_streamed"] / med["train_memory"], "x")
+    for setting, num, den in pairs:  # per-round ratios: both sides measured seconds apart
+        ratios = [a / b for a, b in zip(rates[num], rates[den], strict=True)]
+        value, note = summary(ratios)
+        record("ratio", setting, value, "x", note)
 
     # 2. memory of a real pretrain run against folder size, and the in-memory source for contrast.
     print("peak memory of `tucker-init pretrain` on the two folders:", flush=True)
@@ -321,16 +338,20 @@ def main(argv: list[str] | None = None) -> int:
                 cmd += ["--depth", str(depth), "--width", str(width), "--img-size", "32", "--device", "cpu"]
                 cmd += ["--ranks", *map(str, ranks), "--num-classes", "16", "--out", str(Path(tmp) / "run")]
                 measured[n].append(run_measured(cmd, env))
+    labels = {
+        "tree_rss_mib": "tree RSS",
+        "tree_uss_mib": "tree USS",
+        "main_rss_mib": "main RSS",
+        "maxrss_mib": "ru_maxrss",
+    }
     for n in sizes:
-        best = {k: min(r[k] for r in measured[n]) for k in measured[n][0]}
-        note = f"{int(best['processes'])} processes; runs: " + ", ".join(
-            f"{r['tree_pss_mib']:.0f}" for r in measured[n]
-        )
-        record("memory", f"pretrain {pre_steps} steps, {n} files: tree PSS", best["tree_pss_mib"], "MiB", note)
-        record("memory", f"pretrain {pre_steps} steps, {n} files: tree RSS", best["tree_rss_mib"], "MiB")
-        record("memory", f"pretrain {pre_steps} steps, {n} files: main RSS", best["main_rss_mib"], "MiB")
-        record("memory", f"pretrain {pre_steps} steps, {n} files: ru_maxrss", best["maxrss_mib"], "MiB")
-    for key, label in (("tree_pss_mib", "tree PSS"), ("main_rss_mib", "main RSS"), ("maxrss_mib", "ru_maxrss")):
+        for key, label in labels.items():
+            runs = [r[key] for r in measured[n]]
+            note = f"runs: {', '.join(f'{v:.0f}' for v in runs)}"
+            if key == "tree_rss_mib":
+                note += f"; {int(measured[n][0]['processes'])} processes"
+            record("memory", f"pretrain {pre_steps} steps, {n} files: {label}", min(runs), "MiB", note)
+    for key, label in labels.items():
         a = min(r[key] for r in measured[sizes[0]])
         b = min(r[key] for r in measured[sizes[1]])
         record("memory", f"{sizes[1]} - {sizes[0]} files: {label}", b - a, "MiB", f"{100 * (b - a) / a:+.1f} %")
@@ -346,9 +367,9 @@ def main(argv: list[str] | None = None) -> int:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    print(f"\n{'section':<10} {'setting':<46} {'value':>10} unit      load")
+    print(f"\n{'section':<10} {'setting':<52} {'value':>10} unit      load")
     for r in rows:
-        print(f"{r['section']:<10} {r['setting']:<46} {r['value']:>10} {r['unit']:<9} {r['load_1min']}")
+        print(f"{r['section']:<10} {r['setting']:<52} {r['value']:>10} {r['unit']:<9} {r['load_1min']}")
     print(f"load average at end {os.getloadavg()}; wrote {out}")
     return 0
 
