@@ -4,24 +4,42 @@ Answers: how much slower is training a FactorizedModel (template + scalers, weig
 reconstructed every step) than training the dense model? DESIGN.md 1.2 predicts about
 r / (B*N), a few percent.
 
-Run:
-    .venv/bin/python experiments/bench_overhead.py            # ViT d12 w192 + ResNet-18, batch 128, 32x32
-    .venv/bin/python experiments/bench_overhead.py --quick    # batch 32, fewer repeats
-    .venv/bin/python experiments/bench_overhead.py --mae      # also the MAE pre-training step (ViT)
+Run from the repository root::
 
-Dense and factorized steps alternate (d, f, d, f, ...) so that load from other processes
-hits both alike; the reported ratio is the median of the per-pair ratios. Writes
-results/bench_overhead.csv and .md.
+    .venv/bin/python experiments/bench_overhead.py            # the full table (~15 min here)
+    .venv/bin/python experiments/bench_overhead.py --quick    # 32 px, 2 threads, few pairs (minutes)
+    .venv/bin/python experiments/bench_overhead.py --smoke    # tiny models (seconds, for the tests)
+    .venv/bin/python experiments/bench_overhead.py --table docs/results/bench_overhead.csv  # README table
+
+How it measures, for a machine that other processes share:
+
+- dense and factorized steps run in one process, interleaved in pairs, the order alternating
+  (d f, f d, ...), after ``--warmup`` pairs that are not counted;
+- the ratio is the median of the per-pair ratios (factorized / dense), with its interquartile
+  range; beside the wall-clock ratio, the same for the process CPU time (all threads);
+- every step is split into forward + backward and optimizer step, and the reconstruction alone
+  (forward and backward of ``reconstruct()``) is timed, so that a ratio can be read as
+  ``backbone + reconstruction + smaller optimizer step``;
+- the load average is printed and stored with every row;
+- thread counts are set with ``torch.set_num_threads``, one after the other on the same models.
+
+Cases: ViT depth 12 width 192 (patch 4) at three ranks, also the MAE step; ResNet-18 and
+ResNet-50 at three ranks; ConvNeXt-atto; at 32 px (1 and 2 threads) and 64 px (2 threads;
+``--threads-64`` adds 1). Writes ``docs/results/bench_overhead.csv`` (``--quick`` and ``--smoke``:
+``results/``) and prints the Markdown table that the README shows.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import os
+import shlex
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import timm
@@ -29,119 +47,303 @@ import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 from tucker_init import factorize  # noqa: E402
+from tucker_init.mae import masked_model_for  # noqa: E402
 
-# Each case: the model and the ranks to time. The reconstruction costs about
-# 2*|T|*(r1 + r1*r2/n) FLOPs per pass, so the overhead grows with rank; several ranks are timed.
-CASES: dict[str, tuple[Callable[[], nn.Module], list[tuple[int, int, int]]]] = {
-    # ViT depth 12, width 192 (3 heads), 32x32 input with 4x4 patches: 64 tokens + cls.
-    # Unified tensor (144, 192, 192).
-    "vit_d12_w192": (
-        lambda: timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=4, num_classes=10, pretrained=False),
-        [(36, 48, 48), (72, 96, 96), (144, 192, 192)],
+FULL_CSV = ROOT / "docs" / "results" / "bench_overhead.csv"
+SCRATCH_CSV = ROOT / "results" / "bench_overhead.csv"
+
+
+@dataclass(frozen=True)
+class Case:
+    """A backbone and the ranks to time; ``mae`` also times the MAE pre-training step."""
+
+    name: str
+    build: Callable[[int], nn.Module]  # image size -> fresh model
+    ranks: tuple[tuple[int, int, int], ...]
+    mae: bool = False
+
+
+def _vit(px: int) -> nn.Module:
+    # depth 12, width 192, 3 heads; 4x4 patches: 64 tokens + cls at 32 px, 256 at 64 px.
+    return timm.create_model("vit_tiny_patch16_224", img_size=px, patch_size=4, num_classes=10)
+
+
+CASES = {
+    # One group (144, 192, 192); the reconstruction costs about 2*|T|*(r1 + r1*r2/n) FLOPs per
+    # pass, so the overhead grows with rank.
+    "vit_d12_w192": Case("vit_d12_w192", _vit, ((36, 48, 48), (72, 96, 96), (144, 192, 192)), mae=True),
+    # A shared core allows r1 <= 18 (the smallest group) and r2, r3 <= 64.
+    "resnet18": Case(
+        "resnet18", lambda px: timm.create_model("resnet18", num_classes=10), ((4, 16, 16), (9, 32, 32), (18, 64, 64))
     ),
-    # ResNet-18; a shared core allows r1 <= 18 (its smallest group) and r2, r3 <= 64.
-    "resnet18": (
-        lambda: timm.create_model("resnet18", num_classes=10, pretrained=False),
-        [(4, 16, 16), (9, 32, 32), (18, 64, 64)],
+    "resnet50": Case(
+        "resnet50", lambda px: timm.create_model("resnet50", num_classes=10), ((4, 16, 16), (9, 32, 32), (18, 64, 64))
+    ),
+    # r1 <= 16, r2, r3 <= 40 (stage 0 has d = 40).
+    "convnext_atto": Case(
+        "convnext_atto", lambda px: timm.create_model("convnext_atto", num_classes=10), ((8, 20, 20),)
     ),
 }
 
 
-def classification_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor):
-    def step() -> None:
+def _smoke_cases() -> dict[str, Case]:
+    from timm.models.resnet import BasicBlock, ResNet
+    from timm.models.vision_transformer import VisionTransformer
+
+    def vit(px: int) -> nn.Module:
+        return VisionTransformer(img_size=px, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=10)
+
+    def resnet(px: int) -> nn.Module:
+        return ResNet(BasicBlock, layers=(1, 1, 1, 1), channels=(8, 16, 16, 16), num_classes=10)
+
+    return {
+        "vit_smoke": Case("vit_smoke", vit, ((4, 16, 16),), mae=True),
+        "resnet_smoke": Case("resnet_smoke", resnet, ((2, 8, 8),)),
+    }
+
+
+# -- steps ---------------------------------------------------------------------------------------
+Step = Callable[[], tuple[float, float, float, float]]  # -> wall, cpu, forward+backward wall, optimizer wall
+
+
+def _timed(loss: Callable[[], torch.Tensor], opt: torch.optim.Optimizer) -> Step:
+    def step() -> tuple[float, float, float, float]:
+        wall, cpu = time.perf_counter(), time.process_time()
         opt.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(x), y).backward()
+        loss().backward()
+        middle = time.perf_counter()
         opt.step()
+        end = time.perf_counter()
+        return end - wall, time.process_time() - cpu, middle - wall, end - middle
 
     return step
 
 
-def mae_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, seed: int = 0):
-    from tucker_init.mae import masked_model_for
+def classification_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Step:
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    return _timed(lambda: nn.functional.cross_entropy(model(x), y), opt)
 
+
+def mae_step(model: nn.Module, x: torch.Tensor, seed: int = 0) -> Step:
     mae = masked_model_for(model)
-    opt.add_param_group({"params": [p for n, p in mae.named_parameters() if not n.startswith("encoder.")]})
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        mae(x, generator=torch.Generator().manual_seed(seed)).loss.backward()
-        opt.step()
-
-    return step
+    opt = torch.optim.AdamW(mae.parameters(), lr=1e-4)
+    return _timed(lambda: mae(x, generator=torch.Generator().manual_seed(seed)).loss, opt)
 
 
-def time_pairs(dense_step, fact_step, repeats: int, warmup: int = 2) -> tuple[list[float], list[float]]:
-    for _ in range(warmup):
-        dense_step()
-        fact_step()
-    dense, fact = [], []
+def reconstruction_ms(fm: nn.Module, repeats: int) -> float:
+    """Median wall time of ``fm.reconstruct()`` forward and backward (fixed upstream gradients)."""
+    weights = fm.reconstruct()
+    upstream = {k: torch.randn_like(v) for k, v in weights.items()}
+    times = []
     for _ in range(repeats):
-        for fn, out in ((dense_step, dense), (fact_step, fact)):
-            start = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - start)
-    return dense, fact
+        start = time.perf_counter()
+        weights = fm.reconstruct()
+        torch.autograd.backward(list(weights.values()), [upstream[k] for k in weights])
+        times.append(time.perf_counter() - start)
+    fm.zero_grad(set_to_none=True)
+    return 1000 * statistics.median(times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--quick", action="store_true", help="batch 32, 4 repeats")
-    parser.add_argument("--mae", action="store_true", help="also time the MAE pre-training step (ViT)")
-    parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
-    parser.add_argument("--out", type=Path, default=ROOT / "results")
-    args = parser.parse_args()
-    if args.quick:
-        args.batch, args.repeats = 32, 4
-    torch.manual_seed(0)
-    x = torch.randn(args.batch, 3, 32, 32)
-    y = torch.randint(0, 10, (args.batch,))
-    rows = []
-    for name in args.cases:
-        build, rank_list = CASES[name]
-        kinds = ["train"] + (["mae"] if args.mae and name.startswith("vit") else [])
-        for kind, ranks in ((k, r) for k in kinds for r in rank_list):
-            dense = build().train()
-            fm = factorize(dense, ranks=ranks).train()
-            opt_d = torch.optim.AdamW(dense.parameters(), lr=1e-4)
-            opt_f = torch.optim.AdamW(fm.parameters(), lr=1e-4)
-            if kind == "train":
-                steps = classification_step(dense, opt_d, x, y), classification_step(fm, opt_f, x, y)
-            else:
-                steps = mae_step(dense, opt_d, x), mae_step(fm, opt_f, x)
-            d, f = time_pairs(*steps, repeats=args.repeats)
-            ratio = statistics.median(b / a for a, b in zip(d, f, strict=True))
-            row = {
-                "case": name,
-                "step": kind,
-                "batch": args.batch,
-                "ranks": "x".join(map(str, ranks)),
-                "dense_ms": round(1000 * statistics.median(d), 1),
-                "factorized_ms": round(1000 * statistics.median(f), 1),
-                "ratio": round(ratio, 3),
-                "threads": torch.get_num_threads(),
-            }
-            rows.append(row)
-            print(row, flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "bench_overhead.csv", "w", newline="") as f:
+def interleaved(dense: Step, fact: Step, pairs: int, warmup: int) -> list[tuple[tuple[float, ...], tuple[float, ...]]]:
+    """``pairs`` (dense, factorized) measurements after ``warmup`` uncounted pairs; the order
+    within a pair alternates so that neither step always runs first."""
+    out = []
+    for i in range(warmup + pairs):
+        if i % 2:
+            f = fact()
+            d = dense()
+        else:
+            d = dense()
+            f = fact()
+        if i >= warmup:
+            out.append((d, f))
+    return out
+
+
+def _quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    if len(values) == 1:
+        return values[0], values[0], values[0]
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def summarize(pairs, **fields) -> dict[str, object]:
+    wall = [f[0] / d[0] for d, f in pairs]
+    cpu = [f[1] / d[1] for d, f in pairs]
+    (w1, w2, w3), (c1, c2, c3) = _quartiles(wall), _quartiles(cpu)
+
+    def ms(values) -> float:
+        return round(1000 * statistics.median(values), 1)
+
+    return fields | {
+        "pairs": len(pairs),
+        "dense_ms": ms([d[0] for d, _ in pairs]),
+        "fact_ms": ms([f[0] for _, f in pairs]),
+        "ratio": round(w2, 3),
+        "ratio_q1": round(w1, 3),
+        "ratio_q3": round(w3, 3),
+        "cpu_ratio": round(c2, 3),
+        "cpu_q1": round(c1, 3),
+        "cpu_q3": round(c3, 3),
+        "dense_fwd_bwd_ms": ms([d[2] for d, _ in pairs]),
+        "fact_fwd_bwd_ms": ms([f[2] for _, f in pairs]),
+        "dense_opt_ms": ms([d[3] for d, _ in pairs]),
+        "fact_opt_ms": ms([f[3] for _, f in pairs]),
+    }
+
+
+# -- the table -----------------------------------------------------------------------------------
+def markdown(rows: Sequence[dict[str, str]]) -> str:
+    """The README tables: the ratios (one line per case, step, ranks and size; one column per
+    thread count) and where the time of the 2-thread training steps goes."""
+    threads = sorted({int(r["threads"]) for r in rows}, reverse=True)
+    keyed: dict[tuple[str, str, str, str], dict[int, dict[str, str]]] = {}
+    for r in rows:
+        keyed.setdefault((r["case"], r["step"], r["ranks"], r["px"]), {})[int(r["threads"])] = r
+    head = ["backbone", "step", "ranks", "px", "dense step"]
+    head += [f"ratio {t} thr. [IQR]" for t in threads] + [f"CPU-time ratio {t} thr." for t in threads]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 4 + "---:|" * (len(head) - 4)]
+    for (case, step, ranks, px), by_threads in keyed.items():
+        t_ref = max(by_threads)
+        ref = by_threads[t_ref]
+        cells = [case, step, ranks.replace("x", ", "), px, f"{float(ref['dense_ms']) / 1000:.2f} s ({t_ref} thr.)"]
+        for t in threads:
+            r = by_threads.get(t)
+            cells.append(
+                f"{float(r['ratio']):.3f} [{float(r['ratio_q1']):.2f}-{float(r['ratio_q3']):.2f}]" if r else ""
+            )
+        cells += [f"{float(by_threads[t]['cpu_ratio']):.3f}" if t in by_threads else "" for t in threads]
+        lines.append("| " + " | ".join(cells) + " |")
+    loads = [float(r["load1"]) for r in rows]
+    lines += [
+        "",
+        f"Load average (1 min) during the rows: {min(loads):.1f} to {max(loads):.1f} on {os.cpu_count()} CPUs.",
+        "",
+    ]
+
+    head = ["backbone", "ranks", "px", "threads", "dense fwd+bwd", "factorized fwd+bwd", "of it reconstruction"]
+    head += ["AdamW dense", "AdamW factorized"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * 4 + "---:|" * (len(head) - 4)]
+    for r in rows:
+        if r["step"] != "train" or int(r["threads"]) != max(threads):
+            continue
+        cells = [r["case"], r["ranks"].replace("x", ", "), r["px"], r["threads"]]
+        cells += [f"{float(r[k]):.0f} ms" for k in ("dense_fwd_bwd_ms", "fact_fwd_bwd_ms", "recon_ms")]
+        cells += [f"{float(r[k]):.0f} ms" for k in ("dense_opt_ms", "fact_opt_ms")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_csv(path: Path, rows: Sequence[dict[str, object]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    cmd = "python experiments/bench_overhead.py " + " ".join(sys.argv[1:])
-    lines = [
-        f"Produced by `{cmd.strip()}` on {torch.get_num_threads()} CPU threads.",
-        "",
-        "| " + " | ".join(rows[0]) + " |",
-        "|" + "---|" * len(rows[0]),
-    ]
-    lines += ["| " + " | ".join(str(v) for v in r.values()) + " |" for r in rows]
-    (args.out / "bench_overhead.md").write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+# -- main ----------------------------------------------------------------------------------------
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="32 px, 2 threads, batch 64, 3 pairs (minutes)")
+    mode.add_argument("--smoke", action="store_true", help="tiny models, 1 thread, 1 pair (seconds)")
+    mode.add_argument("--table", type=Path, metavar="CSV", help="only print the Markdown table of a CSV")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--pairs", type=int, default=5, help="measured pairs per row at 32 px")
+    parser.add_argument("--pairs-64", type=int, default=3, help="measured pairs per row at 64 px")
+    parser.add_argument("--warmup", type=int, default=1, help="uncounted pairs before each row")
+    parser.add_argument("--threads", type=int, nargs="+", default=[2, 1], help="thread counts at 32 px")
+    parser.add_argument("--threads-64", type=int, nargs="*", default=[2], help="thread counts at 64 px")
+    parser.add_argument("--px", type=int, nargs="+", default=[32, 64], choices=[32, 64])
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--no-mae", action="store_true", help="skip the MAE step")
+    parser.add_argument("--csv", type=Path, default=None, help=f"output (default {FULL_CSV.relative_to(ROOT)})")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.batch, args.pairs, args.threads, args.px = 64, 3, [2], [32]
+    if args.smoke:
+        args.batch, args.pairs, args.warmup, args.threads, args.px = 4, 1, 1, [1], [32]
+    if args.csv is None:
+        args.csv = SCRATCH_CSV if (args.quick or args.smoke) else FULL_CSV
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.table is not None:
+        print(markdown(read_csv(args.table)))
+        return 0
+    cases = _smoke_cases() if args.smoke else {k: CASES[k] for k in args.cases}
+    command = "python experiments/bench_overhead.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    print(
+        f"{command.strip()}\ntorch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()}",
+        flush=True,
+    )
+    start = time.perf_counter()
+    rows: list[dict[str, object]] = []
+    torch.manual_seed(0)
+    for px in args.px:
+        threads = args.threads if px == 32 else args.threads_64
+        pairs = args.pairs if px == 32 else args.pairs_64
+        if not threads:
+            continue
+        x = torch.randn(args.batch, 3, px, px)
+        y = torch.randint(0, 10, (args.batch,))
+        for case in cases.values():
+            kinds = ["train"] + (["mae"] if case.mae and not args.no_mae else [])
+            for ranks in case.ranks:
+                torch.manual_seed(0)
+                dense = case.build(px).train()
+                fm = factorize(dense, ranks=ranks).train()
+                for kind in kinds:
+                    if kind == "train":
+                        steps = classification_step(dense, x, y), classification_step(fm, x, y)
+                    else:
+                        steps = mae_step(dense, x), mae_step(fm, x)
+                    for t in threads:
+                        torch.set_num_threads(t)
+                        load = _load()
+                        measured = interleaved(*steps, pairs=pairs, warmup=args.warmup)
+                        row = summarize(
+                            measured,
+                            case=case.name,
+                            step=kind,
+                            ranks="x".join(map(str, ranks)),
+                            px=px,
+                            batch=args.batch,
+                            threads=t,
+                        )
+                        row["recon_ms"] = round(reconstruction_ms(fm, repeats=3), 1) if kind == "train" else ""
+                        row["load1"] = max(load, _load())
+                        rows.append(row)
+                        print(row, flush=True)
+                        write_csv(args.csv, rows)  # after every row: an interrupted run keeps its rows
+    # MAE rows carry the reconstruction time of their train row.
+    recon = {(r["case"], r["ranks"], r["px"], r["threads"]): r["recon_ms"] for r in rows if r["step"] == "train"}
+    for r in rows:
+        if r["step"] == "mae":
+            r["recon_ms"] = recon.get((r["case"], r["ranks"], r["px"], r["threads"]), "")
+    write_csv(args.csv, rows)
+    print(f"\nwrote {args.csv} in {time.perf_counter() - start:.0f} s; load average now {os.getloadavg()}\n")
+    print(markdown([{k: str(v) for k, v in r.items()} for r in rows]))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -6,6 +6,9 @@ changes."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import opt_einsum
 import pytest
 import tensorly as tl
@@ -317,3 +320,23 @@ def test_an_active_scaler_hook_bypasses_the_cache(counted):
         dense = fm.materialize().eval()
         assert len(counted) == calls
         assert_close_rel(dense(image()), plain, OUTPUT_RTOL[torch.float32])
+
+
+# -- the benchmark script --------------------------------------------------------------------------
+def test_bench_overhead_smoke(tmp_path, capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    import bench_overhead
+
+    out = tmp_path / "bench.csv"
+    assert bench_overhead.main(["--smoke", "--csv", str(out)]) == 0
+    rows = bench_overhead.read_csv(out)
+    assert {(r["case"], r["step"]) for r in rows} == {
+        ("vit_smoke", "train"),
+        ("vit_smoke", "mae"),
+        ("resnet_smoke", "train"),
+    }
+    for r in rows:
+        assert float(r["ratio"]) > 0 and float(r["cpu_ratio"]) > 0 and float(r["load1"]) >= 0
+    printed = capsys.readouterr().out
+    assert "| backbone | step | ranks |" in printed and "of it reconstruction" in printed
+    assert bench_overhead.main(["--table", str(out)]) == 0
