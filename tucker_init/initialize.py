@@ -48,6 +48,7 @@ from torch import Tensor, nn
 
 from backbones import BackboneAdapter, get_adapter
 
+from .axis_maps import DEPTH_RULES, WIDTH_RULES, AxisMap, depth_map, map_width, width_map
 from .factorized import FactorizedModel, TemplateConfig, master_dtype, reconstruct_group, template_keys
 from .io import WeightTemplate, load_template
 from .layout import GroupLayout, ModelLayout, build_layout
@@ -69,125 +70,12 @@ __all__ = [
     "width_map",
 ]
 
-DEPTH_RULES = ("select", "interpolate", "learn")
-WIDTH_RULES = ("slice", "interpolate", "learn")
 LOSS_INPUTS = ("output", "model")
 SOURCES = ("template", "copied", "selected", "interpolated", "target-init")
 """What :class:`InitReport` says about a target tensor: rebuilt from the ``template``; ``copied``
 unchanged from the source's tensor of the same name; ``selected`` from source entries picked by
 the depth / width rule (new channels at the target's init); ``interpolated`` from a linear mix
 of source entries; ``target-init`` left at the target's own initialization."""
-
-
-# ------------------------------------------------------------------------------------ axis maps
-@dataclass(frozen=True)
-class AxisMap:
-    """A linear map along one axis: ``out[j] = (1 - t[j]) * src[lo[j]] + t[j] * src[hi[j]]``.
-
-    Rows with ``fresh[j]`` have no source (a width larger than the source's under ``slice``);
-    their value is supplied by the caller (random scaler rows, or the target's own init).
-
-    Attributes:
-        lo, hi: ``(n_out,)`` int64 source indices. t: ``(n_out,)`` float64 weights in [0, 1).
-        fresh: ``(n_out,)`` bool. n_in: size of the source axis.
-    """
-
-    lo: Tensor
-    hi: Tensor
-    t: Tensor
-    fresh: Tensor
-    n_in: int
-
-    @property
-    def n_out(self) -> int:
-        return int(self.lo.numel())
-
-    @property
-    def is_selection(self) -> bool:
-        """True when every output row is one source row (no interpolation)."""
-        return bool((self.t == 0).all())
-
-    @property
-    def is_identity(self) -> bool:
-        return (
-            self.n_in == self.n_out
-            and self.is_selection
-            and not bool(self.fresh.any())
-            and bool((self.lo == torch.arange(self.n_in)).all())
-        )
-
-    def apply(self, x: Tensor, dim: int = 0) -> Tensor:
-        """Map axis ``dim`` of ``x`` (size n_in) to size n_out; fresh rows come out as the first
-        source row and must be overwritten by the caller."""
-        if x.shape[dim] != self.n_in:
-            raise ValueError(
-                f"axis {dim} of a {tuple(x.shape)} tensor has size {x.shape[dim]}, map expects {self.n_in}"
-            )
-        lo = x.index_select(dim, self.lo.to(x.device))
-        if self.is_selection:
-            return lo  # exact: no arithmetic on selected values
-        hi = x.index_select(dim, self.hi.to(x.device))
-        shape = [1] * x.ndim
-        shape[dim] = -1
-        t = self.t.to(device=x.device, dtype=x.dtype).view(shape)
-        return lo * (1 - t) + hi * t
-
-    def tile(self, chunks: int) -> AxisMap:
-        """The same map applied to each of ``chunks`` consecutive blocks of n_in (e.g. the q, k, v
-        parts of a qkv axis): ``(chunks*n_in) -> (chunks*n_out)``."""
-        if chunks == 1:
-            return self
-        offsets = (torch.arange(chunks) * self.n_in).repeat_interleave(self.n_out)
-        return AxisMap(
-            lo=self.lo.repeat(chunks) + offsets,
-            hi=self.hi.repeat(chunks) + offsets,
-            t=self.t.repeat(chunks),
-            fresh=self.fresh.repeat(chunks),
-            n_in=self.n_in * chunks,
-        )
-
-
-def _interpolation(n_in: int, n_out: int) -> AxisMap:
-    # Output j sits at source position j*(n_in-1)/(n_out-1); integer arithmetic keeps positions
-    # that land on a source row exact (so n_out == n_in is the identity, bit for bit).
-    j = torch.arange(n_out, dtype=torch.int64)
-    if n_out == 1 or n_in == 1:
-        lo = torch.zeros(n_out, dtype=torch.int64)
-        t = torch.zeros(n_out, dtype=torch.float64)
-    else:
-        num = j * (n_in - 1)
-        lo = num // (n_out - 1)
-        t = (num % (n_out - 1)).double() / (n_out - 1)
-    hi = torch.clamp(lo + 1, max=n_in - 1)
-    return AxisMap(lo, hi, t, torch.zeros(n_out, dtype=torch.bool), n_in)
-
-
-def _evenly_spaced(n_in: int, n_out: int) -> Tensor:
-    """``round(linspace(0, n_in-1, n_out))`` as int64 ``(n_out,)``."""
-    return torch.linspace(0, n_in - 1, n_out, dtype=torch.float64).round().long()
-
-
-def depth_map(n_in: int, n_out: int, rule: str) -> AxisMap:
-    """Map of L source layers to L' target layers under ``rule`` (``learn`` starts from interpolate)."""
-    check_choice("depth", rule, DEPTH_RULES)
-    if rule == "select":
-        lo = _evenly_spaced(n_in, n_out)
-        return AxisMap(lo, lo, torch.zeros(n_out, dtype=torch.float64), torch.zeros(n_out, dtype=torch.bool), n_in)
-    return _interpolation(n_in, n_out)
-
-
-def width_map(n_in: int, n_out: int, rule: str) -> AxisMap:
-    """Map of d source channels to d' target channels under ``rule`` (``learn`` starts from slice).
-
-    ``slice`` keeps the first ``min(d, d')`` channels; for d' > d the remaining rows are fresh.
-    """
-    check_choice("width", rule, WIDTH_RULES)
-    if rule == "interpolate":
-        return _interpolation(n_in, n_out)
-    j = torch.arange(n_out, dtype=torch.int64)
-    fresh = j >= n_in
-    lo = torch.where(fresh, torch.zeros_like(j), j)
-    return AxisMap(lo, lo, torch.zeros(n_out, dtype=torch.float64), fresh, n_in)
 
 
 # ------------------------------------------------------------------------------------- report
@@ -548,26 +436,6 @@ def _unit_width_maps(
     return tiled, (unit, unit_new, width)
 
 
-def _random_rows(like: Tensor, rows: int, dim: int, generator: torch.Generator, per_column: bool) -> Tensor:
-    """``rows`` random entries along ``dim`` with ``like``'s scale (per column of a matrix)."""
-    shape = list(like.shape)
-    shape[dim] = rows
-    noise = torch.randn(shape, generator=generator, dtype=torch.float64).to(like.dtype)
-    if per_column:
-        return noise * like.std(dim=dim, keepdim=True, unbiased=False)
-    return noise * like.std(unbiased=False)
-
-
-def _map_width(x: Tensor, dim: int, wmap: AxisMap, generator: torch.Generator, per_column: bool) -> Tensor:
-    out = wmap.apply(x, dim)
-    n_fresh = int(wmap.fresh.sum())
-    if n_fresh:
-        new = _random_rows(x, n_fresh, dim, generator, per_column)
-        index = wmap.fresh.nonzero().flatten().to(x.device)
-        out = out.index_copy(dim, index, new.to(x.device))
-    return out
-
-
 def _new_scalers(
     template: WeightTemplate,
     match: GroupMatch,
@@ -581,16 +449,16 @@ def _new_scalers(
     if template.config.method == "tucker":
         X = scalers["X"].reshape(L, S, -1)
         X_new = match.depth.apply(X, 0).reshape(target.depth * S, -1)
-        U = _map_width(scalers["U"], 0, match.width, generator, per_column=True)
-        V = _map_width(scalers["V"], 0, match.width, generator, per_column=True)
+        U = map_width(scalers["U"], 0, match.width, generator, per_column=True)
+        V = map_width(scalers["V"], 0, match.width, generator, per_column=True)
         return {"X": X_new.contiguous(), "U": U.contiguous(), "V": V.contiguous()}
     _, a, b = template.config.ranks[match.source]
     coefficients = scalers["S"]
     k, p, q = coefficients.shape[1:]
     C = match.depth.apply(coefficients.reshape(L, S, k, p, q), 0)
     rule = "slice"  # the only Kronecker width rule (learn starts from it), checked in _plan
-    C = _map_width(C, 3, width_map(p, target.width // a, rule), generator, per_column=False)
-    C = _map_width(C, 4, width_map(q, target.width // b, rule), generator, per_column=False)
+    C = map_width(C, 3, width_map(p, target.width // a, rule), generator, per_column=False)
+    C = map_width(C, 4, width_map(q, target.width // b, rule), generator, per_column=False)
     return {"S": C.reshape(target.depth * S, k, target.width // a, target.width // b).contiguous()}
 
 
