@@ -15,6 +15,7 @@ from torch import Tensor
 
 from tucker_init.factorized import FactorizedModel
 from tucker_init.io import WeightTemplate
+from tucker_init.kinds import get_kind
 
 from .report import new_figure, save_figure
 from .spectra import template_parts
@@ -86,11 +87,11 @@ def plot_scalers(
     Returns:
         The path written (``figsize * DPI`` pixels).
     """
-    config, layout, _, scalers = template_parts(fm_or_template)
+    _, layout, _, scalers = template_parts(fm_or_template)
     index = _check_group(group, len(layout.groups))
     layout_group, mats = layout.groups[index], scalers[index]
     S = layout_group.slices_per_block
-    if config.method == "tucker":
+    if set(mats) == {"X", "U", "V"}:  # Tucker scalers
         fig, axes = new_figure(figsize, ncols=3)
         X, U, V = (_numpy(mats[k]) for k in "XUV")
         panels = [
@@ -154,7 +155,7 @@ def plot_template_slices(
     rows = math.ceil(count / cols)
     fig, axes = new_figure(figsize, nrows=rows, ncols=cols)
     limit = _symmetric_limit(core[:count])
-    name = "G" if config.method == "tucker" else "T"
+    name = get_kind(config.method).symbol
     xlabel, ylabel = ("r3 (input width)", "r2 (output width)") if name == "G" else ("b", "a")
     image = None
     for i, ax in enumerate(axes.flat):

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from backbones import BackboneAdapter, get_adapter
 from tucker_init.factorized import FactorizedModel, TemplateConfig
 from tucker_init.io import WeightTemplate
+from tucker_init.kinds import get_kind
 from tucker_init.layout import ModelLayout, build_layout
 
 from .report import new_figure, save_figure
@@ -139,7 +140,7 @@ def template_spectra(fm_or_template: FactorizedModel | WeightTemplate) -> dict[s
         spectra of its templates ``(k, a, b)``.
     """
     config, _, template, _ = template_parts(fm_or_template)
-    prefix = "G" if config.method == "tucker" else "T"
+    prefix = get_kind(config.method).symbol
     return {f"{prefix} {key}": mode_spectra(value) for key, value in template.items()}
 
 

@@ -139,6 +139,8 @@ def _engine(args: argparse.Namespace, *names: str) -> dict[str, Any]:
 
 
 def _add_pretrain(sub: Any) -> None:
+    from .kinds import list_kinds
+
     p = sub.add_parser("pretrain", help="pre-train a weight template with masked image modeling")
     _add_model(p)
     _add_data(p)
@@ -151,7 +153,7 @@ def _add_pretrain(sub: Any) -> None:
         metavar=("R1", "R2", "R3"),
         help="Tucker ranks (depth, out width, in width); Kronecker: (k, a, b); default 36 64 64",
     )
-    p.add_argument("--method", default=None, choices=["tucker", "kronecker"], help="default tucker")
+    p.add_argument("--method", default=None, choices=list_kinds(), help="template kind (default tucker)")
     p.add_argument(
         "--scaling",
         default=None,
@@ -262,11 +264,12 @@ def _data(args: argparse.Namespace) -> str:
 
 def _pretrain(args: argparse.Namespace) -> None:
     from . import pipeline
+    from .kinds import get_kind
 
     if args.dense:
         _refuse(args, ("ranks", "method", "scaling"), "a --dense run has no template (these shape one)")
-    if args.method == "kronecker" and args.scaling not in (None, "off"):
-        fail(f"--scaling {args.scaling}: stochastic scaling applies to Tucker scalers, not to --method kronecker")
+    if args.method is not None and args.scaling not in (None, "off") and not get_kind(args.method).width_scaling:
+        fail(f"--scaling {args.scaling}: stochastic scaling applies to Tucker scalers, not to --method {args.method}")
     spec = _spec(args)
     result = pipeline.pretrain(
         spec,

@@ -9,7 +9,6 @@ the scalers and the dense remainder parameters (stem, norms, biases, head).
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -19,14 +18,12 @@ from torch import Tensor, nn
 
 from backbones import BackboneAdapter, get_adapter
 
-from .kronecker import kronecker_reconstruct, kronecker_svd
+from .kinds import get_kind
 from .layout import ModelLayout, build_layout
-from .tucker import hosvd, shared_core, tucker_reconstruct
-from .validation import check_choice, check_finite, check_int, check_materialized, check_ranks
+from .validation import check_choice, check_finite, check_int, check_materialized
 
 __all__ = ["FactorizedModel", "TemplateConfig", "factorize"]
 
-METHODS = ("tucker", "kronecker")
 INITS = ("hosvd", "random")
 KRONECKER_SHARING = ("all", "component")
 
@@ -38,7 +35,8 @@ class TemplateConfig:
     """How a model was factorized.
 
     Attributes:
-        method: ``"tucker"`` or ``"kronecker"``.
+        method: the template kind, ``"tucker"`` or ``"kronecker"`` (any registered in
+            :mod:`tucker_init.kinds`).
         ranks: Tucker ``(r1, r2, r3)`` per group; Kronecker ``(k, a, b)`` per group.
         share: Tucker: one core G for all groups (else one per group).
         kron_sharing: Kronecker: ``"all"`` slices share the templates (WeiT-like) or each
@@ -68,7 +66,7 @@ class TemplateConfig:
         if not isinstance(data["share"], bool):
             raise TypeError(f"share must be a bool, found {data['share']!r}")
         return cls(
-            method=check_choice("method", data["method"], METHODS),
+            method=get_kind(data["method"]).name,
             ranks=tuple(_rank_triple(r, i) for i, r in enumerate(ranks)),
             share=data["share"],
             kron_sharing=check_choice("kron_sharing", data["kron_sharing"], KRONECKER_SHARING),
@@ -84,16 +82,7 @@ def _rank_triple(ranks: Any, group: int) -> tuple[int, int, int]:
 
 def template_keys(layout: ModelLayout, config: TemplateConfig) -> list[list[str]]:
     """For each group, for each slot: the key of the template it uses."""
-    keys = []
-    for i, group in enumerate(layout.groups):
-        if config.method == "tucker":
-            key = "shared" if config.share else f"g{i}"
-            keys.append([key] * len(group.slots))
-        elif config.kron_sharing == "all":
-            keys.append(["all"] * len(group.slots))
-        else:
-            keys.append([slot.name.replace(".", "_") for slot in group.slots])
-    return keys
+    return get_kind(config.method).template_keys(layout, config)
 
 
 def template_shapes(layout: ModelLayout, config: TemplateConfig) -> dict[str, tuple[int, ...]]:
@@ -101,20 +90,7 @@ def template_shapes(layout: ModelLayout, config: TemplateConfig) -> dict[str, tu
     (``template.<key>``, ``scalers.g<i>.<name>``), with its shape."""
     if len(config.ranks) != len(layout.groups):
         raise ValueError(f"config has ranks for {len(config.ranks)} groups, the layout has {len(layout.groups)}")
-    shapes: dict[str, tuple[int, ...]] = {}
-    for i, (group, keys, ranks) in enumerate(
-        zip(layout.groups, template_keys(layout, config), config.ranks, strict=True)
-    ):
-        n, d, _ = group.shape
-        if config.method == "tucker":
-            r1, r2, r3 = ranks
-            shapes.update({f"template.{k}": ranks for k in keys})
-            shapes.update({f"scalers.g{i}.X": (n, r1), f"scalers.g{i}.U": (d, r2), f"scalers.g{i}.V": (d, r3)})
-        else:
-            k, a, b = ranks
-            shapes.update({f"template.{key}": ranks for key in keys})
-            shapes[f"scalers.g{i}.S"] = (n, k, d // a, d // b)
-    return shapes
+    return get_kind(config.method).shapes(layout, config)
 
 
 def reconstruct_group(
@@ -124,27 +100,11 @@ def reconstruct_group(
     template: Mapping[str, Tensor],
     scalers: Mapping[str, Tensor],
 ) -> Tensor:
-    """Unified tensor ``(S*L, d, d)`` of group ``index`` from a template and its scalers.
-
-    Tucker: ``G x1 X x2 U x3 V`` with ``scalers = {"X", "U", "V"}``; Kronecker:
-    ``sum_i kron(S_i, T_i)`` with ``scalers = {"S"}``. The scalers may be of another size
-    than the layout's (a target of another depth or width): the output follows them.
-    """
-    keys = template_keys(layout, config)[index]
-    if config.method == "tucker":
-        return tucker_reconstruct(template[keys[0]], scalers["X"], scalers["U"], scalers["V"])
-    coefficients = scalers["S"]
-    if config.kron_sharing == "all":
-        return kronecker_reconstruct(coefficients, template["all"])
-    group = layout.groups[index]
-    per_slot = torch.cat(
-        [
-            template[key].expand(slot.count(group.width), *template[key].shape)
-            for key, slot in zip(keys, group.slots, strict=True)
-        ]
-    )  # (S, k, a, b)
-    depth = coefficients.shape[0] // per_slot.shape[0]
-    return kronecker_reconstruct(coefficients, per_slot.repeat(depth, 1, 1, 1))
+    """Unified tensor ``(S*L, d, d)`` of group ``index`` from a template and its scalers (Tucker:
+    ``G x1 X x2 U x3 V``; Kronecker: ``sum_i kron(S_i, T_i)``; see :mod:`tucker_init.kinds`). The
+    scalers may be of another size than the layout's (a target of another depth or width): the
+    output follows them."""
+    return get_kind(config.method).reconstruct(config, layout, index, template, scalers)
 
 
 class FactorizedModel(nn.Module):
@@ -291,84 +251,6 @@ def master_dtype(tensors: Iterable[Tensor]) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def _orthonormal(rows: int, cols: int, generator: torch.Generator, dtype: torch.dtype) -> Tensor:
-    q, _ = torch.linalg.qr(torch.randn(max(rows, cols), min(rows, cols), generator=generator, dtype=dtype))
-    return q if rows >= cols else q.T
-
-
-def _init_tucker(
-    tensors: list[Tensor], layout: ModelLayout, config: TemplateConfig, init: str, generator: torch.Generator
-) -> tuple[dict[str, Tensor], list[dict[str, Tensor]]]:
-    if init == "hosvd":
-        if config.share:
-            core, factors = shared_core(tensors, config.ranks[0])
-            template = {"shared": core}
-        else:
-            decomposed = [hosvd(t, r) for t, r in zip(tensors, config.ranks, strict=True)]
-            template = {f"g{i}": core for i, (core, _) in enumerate(decomposed)}
-            factors = [f for _, f in decomposed]
-        return template, [dict(zip("XUV", f, strict=True)) for f in factors]
-
-    # Random: orthonormal scalers and a Gaussian core whose scale gives each group's weights
-    # the same RMS as the backbone's own initialization (||T||_F = ||G||_F here).
-    template, scalers = {}, []
-    for i, (t, ranks) in enumerate(zip(tensors, config.ranks, strict=True)):
-        scalers.append(
-            {m: _orthonormal(size, r, generator, t.dtype) for m, size, r in zip("XUV", t.shape, ranks, strict=True)}
-        )
-        key = "shared" if config.share else f"g{i}"
-        if key not in template:
-            rms = t.pow(2).mean().sqrt()
-            scale = rms * math.sqrt(t.numel() / math.prod(ranks))
-            template[key] = torch.randn(ranks, generator=generator, dtype=t.dtype) * scale
-    return template, scalers
-
-
-def _init_kronecker(
-    tensors: list[Tensor], layout: ModelLayout, config: TemplateConfig, init: str, generator: torch.Generator
-) -> tuple[dict[str, Tensor], list[dict[str, Tensor]]]:
-    k, a, b = config.ranks[0]
-    keys = template_keys(layout, config)
-    # Slices of each (group, slot), viewed per template key.
-    pieces: dict[str, list[tuple[int, Tensor]]] = {}
-    for i, (group, t) in enumerate(zip(layout.groups, tensors, strict=True)):
-        per_layer = t.reshape(group.depth, group.slices_per_block, group.width, group.width)
-        for key, slot in zip(keys[i], group.slots, strict=True):
-            chunk = per_layer[:, slot.offset : slot.offset + slot.count(group.width)]
-            pieces.setdefault(key, []).append((i, chunk.reshape(-1, group.width, group.width)))
-
-    template: dict[str, Tensor] = {}
-    coefficient_chunks: dict[tuple[int, str], list[Tensor]] = {}
-    for key, items in pieces.items():
-        if init == "hosvd":
-            templ, coeffs = kronecker_svd([s for _, s in items], k, a, b)
-        else:
-            basis = _orthonormal(a * b, k, generator, items[0][1].dtype)  # (ab, k)
-            templ = basis.T.reshape(k, a, b).contiguous()
-            coeffs = []
-            for _, s in items:
-                rms = s.pow(2).mean().sqrt()
-                d = s.shape[-1]
-                shape = (s.shape[0], k, d // a, d // b)
-                coeffs.append(torch.randn(shape, generator=generator, dtype=s.dtype) * rms * math.sqrt(a * b / k))
-        template[key] = templ
-        for (i, _), c in zip(items, coeffs, strict=True):
-            coefficient_chunks.setdefault((i, key), []).append(c)
-
-    scalers = []
-    for i, group in enumerate(layout.groups):
-        # Reassemble coefficients in slice order: (L, S, ...) block-major.
-        cursor: dict[str, int] = {}
-        per_slot = []
-        for key, slot in zip(keys[i], group.slots, strict=True):
-            j = cursor.get(key, 0)
-            cursor[key] = j + 1
-            c = coefficient_chunks[(i, key)][j]
-            per_slot.append(c.reshape(group.depth, slot.count(group.width), *c.shape[1:]))
-        scalers.append({"S": torch.cat(per_slot, dim=1).flatten(0, 1).contiguous()})
-    return template, scalers
-
-
 def factorize(
     model: nn.Module,
     ranks: tuple[int, int, int] | str = "full",
@@ -410,7 +292,7 @@ def factorize(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, found {type(model).__name__}")
-    check_choice("method", method, METHODS)
+    kind = get_kind(method)
     check_choice("init", init, INITS)
     check_choice("kron_sharing", kron_sharing, KRONECKER_SHARING)
     if not isinstance(share, bool):
@@ -419,7 +301,7 @@ def factorize(
     check_materialized(model)
     adapter = get_adapter(model, adapter)
     layout = build_layout(model, adapter)
-    per_group = check_ranks(ranks, layout, method, share)
+    per_group = kind.check_ranks(ranks, layout, share)
     check_finite(model.named_parameters())
     check_finite(model.named_buffers(), kind="buffer")
 
@@ -430,8 +312,9 @@ def factorize(
         # float16 / bfloat16 weights are decomposed, and their template kept, in float32:
         # reconstruct() rounds to the backbone's dtype once, so full rank stays lossless.
         tensors = [group.stack(params).to(master_dtype(params.values())) for group in layout.groups]
-        generator = torch.Generator().manual_seed(seed)
-        build = _init_tucker if method == "tucker" else _init_kronecker
-        template, scalers = build(tensors, layout, config, init, generator)
+        if init == "hosvd":
+            template, scalers = kind.decompose(tensors, layout, config)
+        else:
+            template, scalers = kind.random(tensors, layout, config, torch.Generator().manual_seed(seed))
     fm = FactorizedModel(backbone, layout, config, template, scalers, adapter)
     return fm.train(model.training)

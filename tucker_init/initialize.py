@@ -48,9 +48,10 @@ from torch import Tensor, nn
 
 from backbones import BackboneAdapter, get_adapter
 
-from .axis_maps import DEPTH_RULES, WIDTH_RULES, AxisMap, depth_map, map_width, width_map
+from .axis_maps import DEPTH_RULES, WIDTH_RULES, AxisMap, depth_map, width_map
 from .factorized import FactorizedModel, TemplateConfig, master_dtype, reconstruct_group, template_keys
 from .io import WeightTemplate, load_template
+from .kinds import get_kind
 from .layout import GroupLayout, ModelLayout, build_layout
 from .training import cycle_batches, to_device, train_step
 from .validation import as_int, check_choice, check_int, check_materialized
@@ -379,20 +380,7 @@ def _plan(
     for i, j in pairs:
         g, h = source.groups[i], target.groups[j]
         d, d_new = g.width, h.width
-        if config.method == "kronecker":
-            _, a, b = config.ranks[i]
-            if d_new % a or d_new % b:
-                step = math.lcm(a, b)
-                raise ValueError(
-                    f"width {d_new} of target group {h.name!r} cannot be reached with Kronecker templates "
-                    f"of size {a}x{b}: it must be a multiple of {step}, e.g. "
-                    f"{[step * k for k in range(1, 9)]}"
-                )
-            if width == "interpolate" and d_new != d:
-                raise ValueError(
-                    "width='interpolate' is not defined for Kronecker templates (it would mix channels "
-                    f"across template blocks); use width='slice' or 'learn', found width={width!r}"
-                )
+        get_kind(config.method).check_width(config.ranks[i], h.name, d, d_new, width)
         matches.append(GroupMatch(i, j, depth_map(g.depth, h.depth, depth), width_map(d, d_new, width)))
 
     if any(source.groups[m.source].width != target.groups[m.target].width for m in matches) and any(
@@ -416,11 +404,11 @@ def _unit_width_maps(
     """
     widths = [(source.groups[m.source].width, target.groups[m.target].width) for m in matches]
     now = {source.groups[m.source].name: pair for m, pair in zip(matches, widths, strict=True)}
-    if config.method == "kronecker":
+    if not get_kind(config.method).unit_width_maps():
         raise ValueError(
-            "width changes of Kronecker templates need one unit width per block sequence; this template's "
-            f"groups have unit widths (template -> target) {now}. Initialize targets of the template's own "
-            "widths (any depth), or use a Tucker template"
+            f"width changes of {config.method.capitalize()} templates need one unit width per block sequence; "
+            f"this template's groups have unit widths (template -> target) {now}. Initialize targets of the "
+            "template's own widths (any depth), or use a Tucker template"
         )
     unit = math.gcd(*(d for d, _ in widths))
     new_units = {d_new * unit / d for d, d_new in widths}
@@ -444,22 +432,10 @@ def _new_scalers(
     generator: torch.Generator,
 ) -> dict[str, Tensor]:
     """Scalers of the target group: depth map on the layer axis, width map on the channel axes."""
+    kind = get_kind(template.config.method)
+    ranks = template.config.ranks[match.source]
     scalers = template.scalers[match.source]
-    L, S = source.depth, source.slices_per_block
-    if template.config.method == "tucker":
-        X = scalers["X"].reshape(L, S, -1)
-        X_new = match.depth.apply(X, 0).reshape(target.depth * S, -1)
-        U = map_width(scalers["U"], 0, match.width, generator, per_column=True)
-        V = map_width(scalers["V"], 0, match.width, generator, per_column=True)
-        return {"X": X_new.contiguous(), "U": U.contiguous(), "V": V.contiguous()}
-    _, a, b = template.config.ranks[match.source]
-    coefficients = scalers["S"]
-    k, p, q = coefficients.shape[1:]
-    C = match.depth.apply(coefficients.reshape(L, S, k, p, q), 0)
-    rule = "slice"  # the only Kronecker width rule (learn starts from it), checked in _plan
-    C = map_width(C, 3, width_map(p, target.width // a, rule), generator, per_column=False)
-    C = map_width(C, 4, width_map(q, target.width // b, rule), generator, per_column=False)
-    return {"S": C.reshape(target.depth * S, k, target.width // a, target.width // b).contiguous()}
+    return kind.resize_scalers(scalers, ranks, match.depth, match.width, source, target, generator)
 
 
 def _target_template(

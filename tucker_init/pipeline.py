@@ -26,6 +26,7 @@ from .data import BatchLoader, ImageDataset, load_dataset, streamed_datasets
 from .factorized import factorize
 from .initialize import InitReport, LearnConfig, initialize
 from .io import load_template, read_safetensors, save_template, write_model_card, write_safetensors_atomic
+from .kinds import get_kind
 from .mae import masked_model_for
 from .models import check_size, create_model, size_name, timm_equivalent
 from .stochastic import WidthScaling
@@ -468,7 +469,7 @@ def pretrain(
         # random init keeps only ~40 % of its norm (its spectrum is flat), and a short
         # pre-training does not restore it (experiments/stochastic_scaling.py, norm_ratio).
         encoder = factorize(model, ranks=ranks, method=method, init=init, seed=seed)
-        if scaling != "off" and method == "tucker":
+        if scaling != "off" and get_kind(method).width_scaling:
             scaler_hook = WidthScaling(scaling, seed=seed).attach(encoder)
     # CNNs: mask 8 px patches at 32 px (16 per image); their default, the total stride (32),
     # would leave a single patch.

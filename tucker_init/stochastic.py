@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from .factorized import FactorizedModel
+from .kinds import get_kind
 from .validation import as_int, check_int
 
 __all__ = ["MODES", "WidthScaling"]
@@ -120,7 +121,7 @@ class WidthScaling:
         """
         if not isinstance(fm, FactorizedModel):
             raise TypeError(f"attach expects a FactorizedModel, found {type(fm).__name__}")
-        if fm.config.method != "tucker":
+        if not get_kind(fm.config.method).width_scaling:
             raise ValueError(
                 "stochastic scaling applies to Tucker templates (width scalers U, V); "
                 f"this model uses method={fm.config.method!r}"

@@ -3,7 +3,6 @@ what was expected and what was found."""
 
 from __future__ import annotations
 
-import math
 import operator
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -14,14 +13,16 @@ from torch import Tensor, nn
 
 from .layout import ModelLayout
 
-__all__ = ["as_int", "check_choice", "check_finite", "check_int", "check_materialized", "check_ranks"]
-
-TUCKER_MODES = (
-    "mode 1 (depth: S*L slices, scaler X)",
-    "mode 2 (output width, scaler U)",
-    "mode 3 (input width, scaler V)",
-)
-KRONECKER_MODES = ("number of templates k", "template rows a", "template columns b")
+__all__ = [
+    "as_int",
+    "check_choice",
+    "check_finite",
+    "check_int",
+    "check_materialized",
+    "check_ranks",
+    "full_ranks",
+    "rank_tuple",
+]
 
 
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
@@ -55,7 +56,8 @@ def check_int(name: str, value: Any, minimum: int | None = None) -> int:
     return result
 
 
-def _rank_tuple(ranks: Any) -> tuple[int, int, int]:
+def rank_tuple(ranks: Any) -> tuple[int, int, int]:
+    """``ranks`` as three positive plain ints (a sequence, a numpy array or a 1-D tensor)."""
     if isinstance(ranks, np.ndarray | Tensor):
         if ranks.ndim != 1:
             raise ValueError(f"ranks must be a 1-D array of 3 ints, found an array of shape {tuple(ranks.shape)}")
@@ -70,10 +72,6 @@ def _rank_tuple(ranks: Any) -> tuple[int, int, int]:
     return (r1, r2, r3)
 
 
-def _is_full(ranks: Any) -> bool:
-    return isinstance(ranks, str) and ranks == "full"
-
-
 def full_ranks(shape: tuple[int, int, int]) -> tuple[int, int, int]:
     """The multilinear rank bound of a ``(n, d, d)`` tensor: each mode's size, capped at the
     product of the other two (a mode unfolding has no more independent rows than columns).
@@ -83,52 +81,11 @@ def full_ranks(shape: tuple[int, int, int]) -> tuple[int, int, int]:
 
 
 def check_ranks(ranks: Any, layout: ModelLayout, method: str, share: bool) -> list[tuple[int, int, int]]:
-    """Validate ``ranks`` against every group and return the ranks used for each group.
+    """Validate ``ranks`` against every group of ``layout`` for the template kind ``method`` and
+    return the ranks used for each group (see each kind's ``check_ranks``)."""
+    from .kinds import get_kind  # the kinds use this module's checks
 
-    Tucker: ``r_m`` may not exceed mode m of a group's ``(S*L, d, d)`` tensor; with a shared
-    template the limit is the smallest group's. ``"full"`` takes each group's :func:`full_ranks`
-    (lossless; with a shared template only when there is one group).
-    Kronecker: ``(k, a, b)`` with ``a`` and ``b`` dividing every group's width and
-    ``k <= a*b``; ``"full"`` is not defined (pass ``(a*b, a, b)``).
-    """
-    groups = layout.groups
-    if method == "kronecker":
-        if _is_full(ranks):
-            raise ValueError(
-                "ranks='full' is only defined for method='tucker'; for Kronecker pass (k, a, b), lossless at k = a*b"
-            )
-        k, a, b = _rank_tuple(ranks)
-        for axis, size in (("a", a), ("b", b)):
-            for g in groups:
-                if g.width % size:
-                    common = math.gcd(*(g.width for g in groups))
-                    divisors = [x for x in range(1, common + 1) if common % x == 0]
-                    raise ValueError(
-                        f"ranks: template size {axis}={size} does not divide the width "
-                        f"d={g.width} of group {g.name!r}; sizes that divide every group: {divisors}"
-                    )
-        if k > a * b:
-            raise ValueError(f"ranks[0]: {KRONECKER_MODES[0]} allows at most a*b = {a * b}, found {k}")
-        return [(k, a, b)] * len(groups)
-
-    if _is_full(ranks):
-        if share and len(groups) > 1:
-            sizes = [g.shape for g in groups]
-            raise ValueError(
-                f"ranks='full' needs one template per group (share=False): the {len(groups)} "
-                f"groups have different mode sizes {sizes}"
-            )
-        return [full_ranks(g.shape) for g in groups]
-    wanted = _rank_tuple(ranks)
-    for mode, r in enumerate(wanted):
-        for g in groups:
-            if r > g.shape[mode]:
-                limit = min(x.shape[mode] for x in groups) if share else g.shape[mode]
-                raise ValueError(
-                    f"ranks[{mode}]={r} exceeds the maximum {limit} for {TUCKER_MODES[mode]} "
-                    f"of group {g.name!r} (unified tensor {g.shape})"
-                )
-    return [wanted] * len(groups)
+    return get_kind(method).check_ranks(ranks, layout, share)
 
 
 def check_finite(named_tensors: Iterable[tuple[str, Tensor]], kind: str = "parameter", where: str = "") -> None:
