@@ -1,7 +1,7 @@
 """tucker_init: weight templates for initializing vision models of any depth and width."""
 
 from .data import BatchLoader, ImageDataset, default_dataset, list_datasets, load_dataset
-from .factorized import FactorizedModel, TemplateConfig, factorize, reconstruct_group
+from .factorized import FactorizedModel, factorize
 from .initialize import InitReport, LearnConfig, initialize
 from .initializers import get_initializer, list_initializers, register_initializer
 from .io import WeightTemplate, load_template, save_template, to_factorized
@@ -9,6 +9,7 @@ from .layout import GroupLayout, ModelLayout, ParamSlot, build_layout
 from .mae import MaskedAutoencoder, MaskedConvAutoencoder, MaskedOutput, masked_model_for
 from .models import create_model
 from .stochastic import WidthScaling
+from .template import TemplateConfig, reconstruct_group
 
 __version__ = "0.1.0"
 

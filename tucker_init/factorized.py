@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -20,91 +19,14 @@ from backbones import BackboneAdapter, get_adapter
 
 from .kinds import get_kind
 from .layout import ModelLayout, build_layout
+from .template import KRONECKER_SHARING, TemplateConfig, reconstruct_group
 from .validation import check_choice, check_finite, check_int, check_materialized
 
 __all__ = ["FactorizedModel", "TemplateConfig", "factorize"]
 
 INITS = ("hosvd", "random")
-KRONECKER_SHARING = ("all", "component")
 
 ScalerHook = Callable[[int, dict[str, Tensor]], dict[str, Tensor]]
-
-
-@dataclass(frozen=True)
-class TemplateConfig:
-    """How a model was factorized.
-
-    Attributes:
-        method: the template kind, ``"tucker"`` or ``"kronecker"`` (any registered in
-            :mod:`tucker_init.kinds`).
-        ranks: Tucker ``(r1, r2, r3)`` per group; Kronecker ``(k, a, b)`` per group.
-        share: Tucker: one core G for all groups (else one per group).
-        kron_sharing: Kronecker: ``"all"`` slices share the templates (WeiT-like) or each
-            ``"component"`` (weight name, e.g. ``attn.qkv.weight``) has its own (WAVE).
-    """
-
-    method: str
-    ranks: tuple[tuple[int, int, int], ...]
-    share: bool = True
-    kron_sharing: str = "all"
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["ranks"] = [list(r) for r in self.ranks]
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TemplateConfig:
-        """The inverse of :meth:`to_dict`; every field is checked (a file may be damaged).
-
-        Raises:
-            KeyError: a field is missing. TypeError, ValueError: a field has a wrong value.
-        """
-        ranks = data["ranks"]
-        if not isinstance(ranks, list) or not ranks:
-            raise ValueError(f"ranks must be a non-empty list of (r1, r2, r3) per group, found {ranks!r}")
-        if not isinstance(data["share"], bool):
-            raise TypeError(f"share must be a bool, found {data['share']!r}")
-        return cls(
-            method=get_kind(data["method"]).name,
-            ranks=tuple(_rank_triple(r, i) for i, r in enumerate(ranks)),
-            share=data["share"],
-            kron_sharing=check_choice("kron_sharing", data["kron_sharing"], KRONECKER_SHARING),
-        )
-
-
-def _rank_triple(ranks: Any, group: int) -> tuple[int, int, int]:
-    if not isinstance(ranks, list) or len(ranks) != 3:
-        raise ValueError(f"ranks of group {group} must have 3 entries, found {ranks!r}")
-    r1, r2, r3 = (check_int(f"ranks[{group}][{m}]", r, minimum=1) for m, r in enumerate(ranks))
-    return (r1, r2, r3)
-
-
-def template_keys(layout: ModelLayout, config: TemplateConfig) -> list[list[str]]:
-    """For each group, for each slot: the key of the template it uses."""
-    return get_kind(config.method).template_keys(layout, config)
-
-
-def template_shapes(layout: ModelLayout, config: TemplateConfig) -> dict[str, tuple[int, ...]]:
-    """Every tensor a template of ``config`` on ``layout`` holds, by its key in a template file
-    (``template.<key>``, ``scalers.g<i>.<name>``), with its shape."""
-    if len(config.ranks) != len(layout.groups):
-        raise ValueError(f"config has ranks for {len(config.ranks)} groups, the layout has {len(layout.groups)}")
-    return get_kind(config.method).shapes(layout, config)
-
-
-def reconstruct_group(
-    config: TemplateConfig,
-    layout: ModelLayout,
-    index: int,
-    template: Mapping[str, Tensor],
-    scalers: Mapping[str, Tensor],
-) -> Tensor:
-    """Unified tensor ``(S*L, d, d)`` of group ``index`` from a template and its scalers (Tucker:
-    ``G x1 X x2 U x3 V``; Kronecker: ``sum_i kron(S_i, T_i)``; see :mod:`tucker_init.kinds`). The
-    scalers may be of another size than the layout's (a target of another depth or width): the
-    output follows them."""
-    return get_kind(config.method).reconstruct(config, layout, index, template, scalers)
 
 
 class FactorizedModel(nn.Module):

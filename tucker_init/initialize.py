@@ -49,10 +49,10 @@ from torch import Tensor, nn
 from backbones import BackboneAdapter, get_adapter
 
 from .axis_maps import DEPTH_RULES, WIDTH_RULES, AxisMap, depth_map, width_map
-from .factorized import FactorizedModel, TemplateConfig, master_dtype, reconstruct_group, template_keys
-from .io import WeightTemplate, load_template
+from .factorized import FactorizedModel, master_dtype
 from .kinds import get_kind
 from .layout import GroupLayout, ModelLayout, build_layout
+from .template import TemplateConfig, WeightTemplate, as_template, reconstruct_group, template_keys
 from .training import cycle_batches, to_device, train_step
 from .validation import as_int, check_choice, check_int, check_materialized
 
@@ -309,23 +309,6 @@ def match_groups(source: ModelLayout, target: ModelLayout) -> list[tuple[int, in
 
 
 # --------------------------------------------------------------------------------- templates
-def as_template(template: WeightTemplate | FactorizedModel | str | os.PathLike) -> WeightTemplate:
-    """A :class:`WeightTemplate` from a template, a factorized model or a template file."""
-    if isinstance(template, WeightTemplate):
-        return template
-    if isinstance(template, FactorizedModel):
-        return WeightTemplate.from_model(template)
-    if isinstance(template, str | os.PathLike):
-        loaded = load_template(template)
-        if not isinstance(loaded, WeightTemplate):  # load_template without a model returns one
-            raise ValueError(f"{str(template)!r} did not load as a WeightTemplate")
-        return loaded
-    raise ValueError(
-        "template must be a WeightTemplate, a FactorizedModel or the path of a template file, "
-        f"found {type(template).__name__}"
-    )
-
-
 def _resolve_adapter(
     target: nn.Module, template: WeightTemplate, adapter: BackboneAdapter | str | None
 ) -> BackboneAdapter:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,69 +20,16 @@ from torch import Tensor, nn
 
 from backbones import BackboneAdapter, get_adapter
 
-from .factorized import FactorizedModel, TemplateConfig, reconstruct_group, template_shapes
+from .factorized import FactorizedModel
 from .files import atomic_write
 from .layout import ModelLayout, build_layout
+from .template import TemplateConfig, WeightTemplate, template_shapes
 from .validation import check_finite
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "WeightTemplate", "load_template", "save_template", "write_model_card"]
 
 FORMAT = "tucker_init.template"
 FORMAT_VERSION = 1
-
-
-@dataclass
-class WeightTemplate:
-    """A template detached from any model, as stored in a template file.
-
-    Attributes:
-        config: method, ranks and sharing.
-        layout: the groups of the model the template was trained on.
-        template: template tensors by key (Tucker cores ``(r1, r2, r3)`` or Kronecker
-            templates ``(k, a, b)``).
-        scalers: per group, the scalers of the source model.
-        remainder: the source model's dense parameters (outside the template).
-        buffers: the source model's floating-point buffers (e.g. BN running statistics).
-        backbone: facts about the source model (family, class, depth, widths).
-    """
-
-    config: TemplateConfig
-    layout: ModelLayout
-    template: dict[str, Tensor]
-    scalers: list[dict[str, Tensor]]
-    remainder: dict[str, Tensor] = field(default_factory=dict)
-    buffers: dict[str, Tensor] = field(default_factory=dict)
-    backbone: dict[str, Any] = field(default_factory=dict)
-    library_version: str = ""
-
-    @property
-    def family(self) -> str:
-        return self.layout.family
-
-    @classmethod
-    def from_model(cls, fm: FactorizedModel) -> WeightTemplate:
-        """Detached copies of ``fm``'s template, scalers and remainder."""
-        from . import __version__
-
-        def detach(t: Tensor) -> Tensor:
-            return t.detach().cpu().clone()
-
-        return cls(
-            config=fm.config,
-            layout=fm.layout,
-            template={k: detach(v) for k, v in fm.template.items()},
-            scalers=[{k: detach(v) for k, v in fm.scalers[f"g{i}"].items()} for i in range(len(fm.scalers))],
-            remainder={k: detach(v) for k, v in fm.backbone.named_parameters()},
-            buffers={k: detach(v) for k, v in fm.backbone.named_buffers() if v.is_floating_point()},
-            backbone={"family": fm.layout.family, **fm.adapter.describe(fm.backbone)},
-            library_version=__version__,
-        )
-
-    def group_tensor(self, index: int, scalers: dict[str, Tensor] | None = None) -> Tensor:
-        """Unified tensor ``(S*L, d, d)`` of group ``index``, from the stored scalers or from
-        ``scalers`` of another size."""
-        use = self.scalers[index] if scalers is None else scalers
-        return reconstruct_group(self.config, self.layout, index, self.template, use)
 
 
 def write_safetensors_atomic(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:

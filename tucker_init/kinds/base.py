@@ -13,7 +13,7 @@ from ..axis_maps import AxisMap
 from ..layout import GroupLayout, ModelLayout
 
 if TYPE_CHECKING:
-    from ..factorized import TemplateConfig
+    from ..template import TemplateConfig
 
 __all__ = ["TemplateKind", "get_kind", "list_kinds", "orthonormal", "register_kind"]
 

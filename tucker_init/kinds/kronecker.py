@@ -18,7 +18,7 @@ from ..validation import rank_tuple
 from .base import Scalers, Template, TemplateKind, orthonormal
 
 if TYPE_CHECKING:
-    from ..factorized import TemplateConfig
+    from ..template import TemplateConfig
 
 __all__ = ["KroneckerKind"]
 

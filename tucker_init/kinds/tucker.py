@@ -17,7 +17,7 @@ from ..validation import full_ranks, rank_tuple
 from .base import Scalers, Template, TemplateKind, orthonormal, rms_scale
 
 if TYPE_CHECKING:
-    from ..factorized import TemplateConfig
+    from ..template import TemplateConfig
 
 __all__ = ["TuckerKind"]
 
