@@ -28,7 +28,7 @@ from .initialize import InitReport, LearnConfig, initialize
 from .io import load_template, read_safetensors, save_template, write_model_card, write_safetensors_atomic
 from .kinds import get_kind
 from .mae import masked_model_for
-from .models import check_size, create_model, size_name, timm_equivalent
+from .models import ModelSpec, timm_equivalent
 from .stochastic import WidthScaling
 from .streaming import TRANSFORMS, FolderDataset, StreamingLoader
 from .train import TrainConfig, TrainResult, finetune, masked_image_loss, train
@@ -51,57 +51,6 @@ __all__ = [
 
 SCALING_MODES = ("off", "prefix", "rank")
 MODEL_FORMAT = "tucker_init.model"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A model by family and size, e.g. ``ModelSpec("vit", depth=6, width=128)``.
-
-    ``family`` is one of :data:`~tucker_init.models.FAMILIES` or a timm model name (then depth and
-    width must be ``None``); ``depth`` / ``width`` ``None`` take the family's default; ``patch_size``
-    ``None`` (timm names) keeps the model's own.
-
-    Raises:
-        ValueError: a size that is not a positive int (0 is not "the default").
-    """
-
-    family: str = "vit"
-    depth: int | None = 6
-    width: int | None = 128
-    num_classes: int = 10
-    img_size: int = 32
-    patch_size: int | None = 4
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.family, str) or not self.family:
-            raise ValueError(f"family must be a model family or timm model name, found {self.family!r}")
-        check_size("depth", self.depth, allow_none=True)
-        check_size("width", self.width, allow_none=True)
-        check_size("num_classes", self.num_classes)
-        check_size("img_size", self.img_size)
-        check_size("patch_size", self.patch_size, allow_none=True)
-
-    def build(self, **kwargs: Any) -> nn.Module:
-        """A freshly initialized model of this spec; ``kwargs`` go to the model's constructor
-        (e.g. ``drop_path_rate=0.1``: options of training that are not part of the architecture)."""
-        return create_model(
-            self.family,
-            depth=self.depth,
-            width=self.width,
-            num_classes=self.num_classes,
-            img_size=self.img_size,
-            patch_size=self.patch_size,
-            **kwargs,
-        )
-
-    @property
-    def name(self) -> str:
-        if self.depth is None or self.width is None:
-            return self.family
-        return f"{self.family}-{size_name(self.depth, self.width)}"
-
-    def with_size(self, depth: int, width: int) -> ModelSpec:
-        return ModelSpec(self.family, depth, width, self.num_classes, self.img_size, self.patch_size)
 
 
 # -- dense model files -----------------------------------------------------------------------------
