@@ -246,7 +246,9 @@ def test_errors(template, tucker_fm):
         initialize(tiny_vit(depth=2, embed_dim=48, num_heads=3), kron)
     with pytest.raises(ValueError, match=r"interpolate.*not defined for Kronecker"):
         initialize(tiny_vit(depth=2, embed_dim=64, num_heads=4), kron, width="interpolate")
-    with pytest.raises(ValueError, match=r"depth must be one of \['select', 'interpolate', 'learn'\], found 'deep'"):
+    with pytest.raises(
+        ValueError, match=r"depth must be one of \['select', 'first', 'interpolate', 'learn'\], found 'deep'"
+    ):
         initialize(vit(2, 64), template, depth="deep")
     with pytest.raises(ValueError, match=r"width must be one of"):
         initialize(vit(2, 64), template, width=3)
@@ -254,8 +256,9 @@ def test_errors(template, tucker_fm):
         initialize(vit(2, 64), template, depth="learn")
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['step'\]"):
         initialize(vit(2, 64), template, learn={"data": [], "step": 3})
-    with pytest.raises(ValueError, match=r"exactly one budget"):
+    with pytest.raises(ValueError, match=r"learn takes one budget: steps .* or epochs .*found steps=2, epochs=0.5"):
         LearnConfig(data=[], steps=2, epochs=0.5)
+    assert LearnConfig(data=[[0]] * 50).num_steps == 8  # SWEET's default budget: 0.16 epoch
     with pytest.raises(ValueError, match=r"learn.steps must be a positive int, found 0"):
         LearnConfig(data=[], steps=0)
     with pytest.raises(ValueError, match=r"template must be"):
@@ -351,3 +354,17 @@ def test_other_image_and_patch_size_resamples_embeddings(template):
         for model, size in ((bigger, 64), (finer, 32)):
             out = model(torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)))
             assert out.shape == (2, 10) and torch.isfinite(out).all()
+
+
+def test_depth_rule_first_keeps_the_first_layers():
+    source = vit(4, 64)
+    template = factorize(source, ranks="full")
+    target, report = initialize(vit(2, 64, seed=3), template, depth="first", return_report=True)
+    own = dict(source.named_parameters())
+    for name, value in target.named_parameters():
+        if name.startswith("blocks."):  # block i of the target is block i of the source
+            assert_close_rel(value, own[name], msg=name)
+    assert report["blocks.1.norm1.weight"] == "copied"
+    assert depth_map(4, 2, "first").lo.tolist() == [0, 1]
+    with pytest.raises(ValueError, match=r"depth='first' keeps the first 6 of the template's 4 layers"):
+        initialize(vit(6, 64), template, depth="first")

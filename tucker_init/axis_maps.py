@@ -17,7 +17,7 @@ from .validation import check_choice
 
 __all__ = ["DEPTH_RULES", "WIDTH_RULES", "AxisMap", "depth_map", "map_width", "width_map"]
 
-DEPTH_RULES = ("select", "interpolate", "learn")
+DEPTH_RULES = ("select", "first", "interpolate", "learn")
 WIDTH_RULES = ("slice", "interpolate", "learn")
 
 
@@ -109,8 +109,18 @@ def _evenly_spaced(n_in: int, n_out: int) -> Tensor:
 
 
 def depth_map(n_in: int, n_out: int, rule: str) -> AxisMap:
-    """Map of L source layers to L' target layers under ``rule`` (``learn`` starts from interpolate)."""
+    """Map of L source layers to L' target layers under ``rule``: ``select`` (evenly spaced),
+    ``first`` (the first L', weight selection's rule; L' <= L), ``interpolate`` (linear over
+    normalized depth; ``learn`` starts from it)."""
     check_choice("depth", rule, DEPTH_RULES)
+    if rule == "first":
+        if n_out > n_in:
+            raise ValueError(
+                f"depth='first' keeps the first {n_out} of the template's {n_in} layers, so the target must not be "
+                "deeper; use depth='select' or 'interpolate' for deeper targets"
+            )
+        lo = torch.arange(n_out)
+        return AxisMap(lo, lo, torch.zeros(n_out, dtype=torch.float64), torch.zeros(n_out, dtype=torch.bool), n_in)
     if rule == "select":
         lo = _evenly_spaced(n_in, n_out)
         return AxisMap(lo, lo, torch.zeros(n_out, dtype=torch.float64), torch.zeros(n_out, dtype=torch.bool), n_in)

@@ -168,10 +168,12 @@ def _add_pretrain(sub: Any) -> None:
 
 
 def _add_init(sub: Any) -> None:
+    from .axis_maps import DEPTH_RULES
+
     p = sub.add_parser("init", help="initialize a model of any size from a template")
     p.add_argument("--template", required=True, help="a template file from `pretrain`")
     _add_model(p)
-    p.add_argument("--depth-rule", default="interpolate", choices=["select", "interpolate", "learn"])
+    p.add_argument("--depth-rule", default="interpolate", choices=list(DEPTH_RULES))
     p.add_argument("--width-rule", default="slice", choices=["slice", "interpolate", "learn"])
     p.add_argument(
         "--learn-steps", type=COUNT, default=0, help="learn the new scalers for this many steps first (on --data)"

@@ -71,6 +71,7 @@ __all__ = [
     "width_map",
 ]
 
+DEFAULT_LEARN_EPOCHS = 0.16  # SWEET learns new scalers for ~0.16 epoch of the target's data
 LOSS_INPUTS = ("output", "model")
 SOURCES = ("template", "copied", "selected", "interpolated", "target-init")
 """What :class:`InitReport` says about a target tensor: rebuilt from the ``template``; ``copied``
@@ -160,7 +161,8 @@ class LearnConfig:
             exhausted; needs ``__len__`` (batches per epoch) when ``epochs`` is used.
         steps: number of optimizer steps; or
         epochs: a budget in (fractions of) epochs, ``steps = max(1, round(epochs * len(data)))``.
-            Give exactly one of ``steps`` / ``epochs``.
+            Give at most one of ``steps`` / ``epochs``; with neither, ``epochs=0.16``, the
+            budget SWEET uses.
         lr: Adam learning rate for the scalers.
         loss: ``loss(output, batch) -> scalar`` (``loss_on="output"``, output = ``model(x)``) or
             ``loss(model, batch) -> scalar`` (``loss_on="model"``; ``model`` is the
@@ -183,11 +185,13 @@ class LearnConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.data, Iterable):
             raise ValueError(f"learn.data must be an iterable of (x, y) batches, found {type(self.data).__name__}")
-        if (self.steps is None) == (self.epochs is None):
+        if self.steps is not None and self.epochs is not None:
             raise ValueError(
-                f"learn needs exactly one budget: steps (int > 0) or epochs (float > 0), "
+                f"learn takes one budget: steps (int > 0) or epochs (float > 0; default {DEFAULT_LEARN_EPOCHS}), "
                 f"found steps={self.steps!r}, epochs={self.epochs!r}"
             )
+        if self.steps is None and self.epochs is None:
+            self.epochs = DEFAULT_LEARN_EPOCHS
         if self.steps is not None:
             steps = as_int(self.steps)
             if steps is None or steps < 1:
