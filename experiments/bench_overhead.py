@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import resource
 import shlex
 import statistics
 import sys
@@ -115,18 +116,21 @@ def _smoke_cases() -> dict[str, Case]:
 
 
 # -- steps ---------------------------------------------------------------------------------------
-Step = Callable[[], tuple[float, float, float, float]]  # -> wall, cpu, forward+backward wall, optimizer wall
+# A step returns: wall, process CPU time, forward+backward wall, optimizer wall, minor page faults.
+Step = Callable[[], tuple[float, float, float, float, int]]
 
 
 def _timed(loss: Callable[[], torch.Tensor], opt: torch.optim.Optimizer) -> Step:
-    def step() -> tuple[float, float, float, float]:
+    def step() -> tuple[float, float, float, float, int]:
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         wall, cpu = time.perf_counter(), time.process_time()
         opt.zero_grad(set_to_none=True)
         loss().backward()
         middle = time.perf_counter()
         opt.step()
         end = time.perf_counter()
-        return end - wall, time.process_time() - cpu, middle - wall, end - middle
+        cpu = time.process_time() - cpu
+        return end - wall, cpu, middle - wall, end - middle, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
 
     return step
 
@@ -201,6 +205,10 @@ def summarize(pairs, **fields) -> dict[str, object]:
         "fact_fwd_bwd_ms": ms([f[2] for _, f in pairs]),
         "dense_opt_ms": ms([d[3] for d, _ in pairs]),
         "fact_opt_ms": ms([f[3] for _, f in pairs]),
+        # Fresh pages touched per step: glibc hands big freed blocks back to the OS, and the
+        # factorized step's allocation pattern makes it do so between steps (see the README).
+        "dense_faults": int(statistics.median([d[4] for d, _ in pairs])),
+        "fact_faults": int(statistics.median([f[4] for _, f in pairs])),
     }
 
 
@@ -211,14 +219,21 @@ def markdown(rows: Sequence[dict[str, str]]) -> str:
     threads = sorted({int(r["threads"]) for r in rows}, reverse=True)
     keyed: dict[tuple[str, str, str, str], dict[int, dict[str, str]]] = {}
     for r in rows:
-        keyed.setdefault((r["case"], r["step"], r["ranks"], r["px"]), {})[int(r["threads"])] = r
-    head = ["backbone", "step", "ranks", "px", "dense step"]
+        keyed.setdefault((r["case"], r["step"], r["ranks"], r["px"], _malloc(r)), {})[int(r["threads"])] = r
+    head = ["backbone", "step", "ranks", "px", "malloc", "dense step"]
     head += [f"ratio {t} thr. [IQR]" for t in threads] + [f"CPU-time ratio {t} thr." for t in threads]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 4 + "---:|" * (len(head) - 4)]
-    for (case, step, ranks, px), by_threads in keyed.items():
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 5 + "---:|" * (len(head) - 5)]
+    for (case, step, ranks, px, malloc), by_threads in keyed.items():
         t_ref = max(by_threads)
         ref = by_threads[t_ref]
-        cells = [case, step, ranks.replace("x", ", "), px, f"{float(ref['dense_ms']) / 1000:.2f} s ({t_ref} thr.)"]
+        cells = [
+            case,
+            step,
+            ranks.replace("x", ", "),
+            px,
+            malloc,
+            f"{float(ref['dense_ms']) / 1000:.2f} s ({t_ref} thr.)",
+        ]
         for t in threads:
             r = by_threads.get(t)
             cells.append(
@@ -233,17 +248,28 @@ def markdown(rows: Sequence[dict[str, str]]) -> str:
         "",
     ]
 
-    head = ["backbone", "ranks", "px", "threads", "dense fwd+bwd", "factorized fwd+bwd", "of it reconstruction"]
-    head += ["AdamW dense", "AdamW factorized"]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * 4 + "---:|" * (len(head) - 4)]
+    head = ["backbone", "ranks", "px", "malloc", "dense fwd+bwd", "factorized fwd+bwd", "of it reconstruction"]
+    head += ["AdamW dense", "AdamW factorized", "page faults dense / factorized"]
+    lines += [
+        f"Where the time of the {max(threads)}-thread training steps goes (medians over the pairs; the "
+        "reconstruction is timed alone):",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * 4 + "---:|" * (len(head) - 4),
+    ]
     for r in rows:
         if r["step"] != "train" or int(r["threads"]) != max(threads):
             continue
-        cells = [r["case"], r["ranks"].replace("x", ", "), r["px"], r["threads"]]
+        cells = [r["case"], r["ranks"].replace("x", ", "), r["px"], _malloc(r)]
         cells += [f"{float(r[k]):.0f} ms" for k in ("dense_fwd_bwd_ms", "fact_fwd_bwd_ms", "recon_ms")]
         cells += [f"{float(r[k]):.0f} ms" for k in ("dense_opt_ms", "fact_opt_ms")]
+        cells.append(f"{r.get('dense_faults', '')} / {r.get('fact_faults', '')}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _malloc(row: dict[str, str]) -> str:
+    return "tuned" if row.get("glibc_tunables") else "default"
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -255,7 +281,8 @@ def write_csv(path: Path, rows: Sequence[dict[str, object]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        fields = list(dict.fromkeys(k for r in rows for k in r))  # every column, first-seen order
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(path)
@@ -287,6 +314,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--no-mae", action="store_true", help="skip the MAE step")
     parser.add_argument("--csv", type=Path, default=None, help=f"output (default {FULL_CSV.relative_to(ROOT)})")
+    parser.add_argument("--append", action="store_true", help="keep the rows already in --csv, add the new ones")
     args = parser.parse_args(argv)
     if args.quick:
         args.batch, args.pairs, args.threads, args.px = 64, 3, [2], [32]
@@ -305,10 +333,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     cases = _smoke_cases() if args.smoke else {k: CASES[k] for k in args.cases}
     command = "python experiments/bench_overhead.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     print(
-        f"{command.strip()}\ntorch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()}",
+        f"{command.strip()}\ntorch {torch.__version__}, {os.cpu_count()} CPUs, OMP_WAIT_POLICY="
+        f"{os.environ.get('OMP_WAIT_POLICY')}, GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}, "
+        f"load average {os.getloadavg()}",
         flush=True,
     )
     start = time.perf_counter()
+    kept: list[dict[str, object]] = list(read_csv(args.csv)) if args.append and args.csv.exists() else []
     rows: list[dict[str, object]] = []
     torch.manual_seed(0)
     for px in args.px:
@@ -343,20 +374,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                             batch=args.batch,
                             threads=t,
                             omp_wait=os.environ.get("OMP_WAIT_POLICY", ""),
+                            glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""),
                         )
                         row["recon_ms"] = round(reconstruction_ms(fm, repeats=3), 1) if kind == "train" else ""
                         row["load1"] = max(load, _load())
                         rows.append(row)
                         print(row, flush=True)
-                        write_csv(args.csv, rows)  # after every row: an interrupted run keeps its rows
+                        write_csv(args.csv, kept + rows)  # after every row: an interrupted run keeps its rows
     # MAE rows carry the reconstruction time of their train row.
     recon = {(r["case"], r["ranks"], r["px"], r["threads"]): r["recon_ms"] for r in rows if r["step"] == "train"}
     for r in rows:
         if r["step"] == "mae":
             r["recon_ms"] = recon.get((r["case"], r["ranks"], r["px"], r["threads"]), "")
-    write_csv(args.csv, rows)
+    write_csv(args.csv, kept + rows)
     print(f"\nwrote {args.csv} in {time.perf_counter() - start:.0f} s; load average now {os.getloadavg()}\n")
-    print(markdown([{k: str(v) for k, v in r.items()} for r in rows]))
+    print(markdown([{k: str(v) for k, v in r.items()} for r in kept + rows]))
     return 0
 
 
