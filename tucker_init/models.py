@@ -267,18 +267,23 @@ class ModelSpec:
         check_size("img_size", self.img_size)
         check_size("patch_size", self.patch_size, allow_none=True)
 
+    def _sizes(self) -> dict[str, int | None]:
+        return {
+            "depth": self.depth,
+            "width": self.width,
+            "num_classes": self.num_classes,
+            "img_size": self.img_size,
+            "patch_size": self.patch_size,
+        }
+
     def build(self, **kwargs: Any) -> nn.Module:
         """A freshly initialized model of this spec; ``kwargs`` go to the model's constructor
         (e.g. ``drop_path_rate=0.1``: options of training that are not part of the architecture)."""
-        return create_model(
-            self.family,
-            depth=self.depth,
-            width=self.width,
-            num_classes=self.num_classes,
-            img_size=self.img_size,
-            patch_size=self.patch_size,
-            **kwargs,
-        )
+        return create_model(self.family, **self._sizes(), **kwargs)
+
+    def timm_equivalent(self) -> tuple[str, dict[str, Any]]:
+        """The timm model name and kwargs that build this architecture (:func:`timm_equivalent`)."""
+        return timm_equivalent(self.family, **self._sizes())
 
     @property
     def name(self) -> str:

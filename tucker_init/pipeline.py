@@ -28,7 +28,7 @@ from .initialize import InitReport, LearnConfig, initialize
 from .io import load_template, read_safetensors, save_template, write_model_card, write_safetensors_atomic
 from .kinds import get_kind
 from .mae import masked_model_for
-from .models import ModelSpec, timm_equivalent
+from .models import ModelSpec
 from .stochastic import WidthScaling
 from .streaming import TRANSFORMS, FolderDataset, StreamingLoader
 from .train import TrainConfig, TrainResult, finetune, masked_image_loss, train
@@ -57,7 +57,7 @@ MODEL_FORMAT = "tucker_init.model"
 def save_model(path: str | os.PathLike, model: nn.Module, spec: ModelSpec, extra: dict | None = None) -> Path:
     """Write a dense model's state dict (safetensors, atomically) with its spec as metadata, and
     under ``"timm"`` the timm model name and kwargs that rebuild it with timm alone
-    (:func:`~tucker_init.models.timm_equivalent`)::
+    (:meth:`ModelSpec.timm_equivalent`)::
 
         meta = json.loads(safe_open(path, "pt").metadata()["timm"])
         overlay = dict(file=path, num_classes=meta["kwargs"]["num_classes"])
@@ -70,14 +70,7 @@ def save_model(path: str | os.PathLike, model: nn.Module, spec: ModelSpec, extra
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     extra = {} if extra is None else extra
-    name, kwargs = timm_equivalent(
-        spec.family,
-        depth=spec.depth,
-        width=spec.width,
-        num_classes=spec.num_classes,
-        img_size=spec.img_size,
-        patch_size=spec.patch_size,
-    )
+    name, kwargs = spec.timm_equivalent()
     metadata = {
         "format": MODEL_FORMAT,
         "spec": json.dumps(asdict(spec)),
