@@ -244,32 +244,12 @@ def make_loaders(
     if test_subset is not None:
         test_set = test_set.subset(min(test_subset, len(test_set)), seed=0)
     rank, world = _dist()
+    common = {"shuffle": False, "drop_last": False, "seed": seed, "rank": rank, "world_size": world}
+    batch = min(batch_size // world, len(test_set))
     if isinstance(test_set, FolderDataset):
-        test_loader: BatchLoader | StreamingLoader = StreamingLoader(
-            test_set,
-            min(batch_size // world, len(test_set)),
-            image_size=image_size,
-            transform="eval",
-            shuffle=False,
-            drop_last=False,
-            seed=seed,
-            rank=rank,
-            world_size=world,
-            workers=workers,
-            pretrained_cfg=pretrained_cfg,
-        )
-        return train_loader, test_loader
-    test_loader = BatchLoader(
-        test_set,
-        min(batch_size // world, len(test_set)),
-        image_size=image_size,
-        shuffle=False,
-        drop_last=False,
-        seed=seed,
-        rank=rank,
-        world_size=world,
-    )
-    return train_loader, test_loader
+        streamed = {"transform": "eval", "workers": workers, "pretrained_cfg": pretrained_cfg}
+        return train_loader, StreamingLoader(test_set, batch, image_size=image_size, **streamed, **common)
+    return train_loader, BatchLoader(test_set, batch, image_size=image_size, **common)
 
 
 # -- jobs ----------------------------------------------------------------------------------------------
