@@ -217,23 +217,18 @@ def markdown(rows: Sequence[dict[str, str]]) -> str:
     """The README tables: the ratios (one line per case, step, ranks and size; one column per
     thread count) and where the time of the 2-thread training steps goes."""
     threads = sorted({int(r["threads"]) for r in rows}, reverse=True)
-    keyed: dict[tuple[str, str, str, str], dict[int, dict[str, str]]] = {}
+    keyed: dict[tuple[str, ...], dict[int, dict[str, str]]] = {}
     for r in rows:
-        keyed.setdefault((r["case"], r["step"], r["ranks"], r["px"], _malloc(r)), {})[int(r["threads"])] = r
-    head = ["backbone", "step", "ranks", "px", "malloc", "dense step"]
+        key = (r.get("run", ""), r["case"], r["step"], r["ranks"], r["px"], _malloc(r), r["pairs"])
+        keyed.setdefault(key, {})[int(r["threads"])] = r
+    head = ["run", "backbone", "step", "ranks", "px", "malloc", "pairs", "dense step"]
     head += [f"ratio {t} thr. [IQR]" for t in threads] + [f"CPU-time ratio {t} thr." for t in threads]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 5 + "---:|" * (len(head) - 5)]
-    for (case, step, ranks, px, malloc), by_threads in keyed.items():
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 6 + "---:|" * (len(head) - 6)]
+    for (run, case, step, ranks, px, malloc, n_pairs), by_threads in keyed.items():
         t_ref = max(by_threads)
         ref = by_threads[t_ref]
-        cells = [
-            case,
-            step,
-            ranks.replace("x", ", "),
-            px,
-            malloc,
-            f"{float(ref['dense_ms']) / 1000:.2f} s ({t_ref} thr.)",
-        ]
+        cells = [run, case, step, ranks.replace("x", ", "), px, malloc, n_pairs]
+        cells.append(f"{float(ref['dense_ms']) / 1000:.2f} s ({t_ref} thr.)")
         for t in threads:
             r = by_threads.get(t)
             cells.append(
@@ -248,19 +243,19 @@ def markdown(rows: Sequence[dict[str, str]]) -> str:
         "",
     ]
 
-    head = ["backbone", "ranks", "px", "malloc", "dense fwd+bwd", "factorized fwd+bwd", "of it reconstruction"]
+    head = ["run", "backbone", "ranks", "px", "malloc", "dense fwd+bwd", "factorized fwd+bwd", "of it reconstruction"]
     head += ["AdamW dense", "AdamW factorized", "page faults dense / factorized"]
     lines += [
         f"Where the time of the {max(threads)}-thread training steps goes (medians over the pairs; the "
         "reconstruction is timed alone):",
         "",
         "| " + " | ".join(head) + " |",
-        "|" + "---|" * 4 + "---:|" * (len(head) - 4),
+        "|" + "---|" * 5 + "---:|" * (len(head) - 5),
     ]
     for r in rows:
         if r["step"] != "train" or int(r["threads"]) != max(threads):
             continue
-        cells = [r["case"], r["ranks"].replace("x", ", "), r["px"], _malloc(r)]
+        cells = [r.get("run", ""), r["case"], r["ranks"].replace("x", ", "), r["px"], _malloc(r)]
         cells += [f"{float(r[k]):.0f} ms" for k in ("dense_fwd_bwd_ms", "fact_fwd_bwd_ms", "recon_ms")]
         cells += [f"{float(r[k]):.0f} ms" for k in ("dense_opt_ms", "fact_opt_ms")]
         cells.append(f"{r.get('dense_faults', '')} / {r.get('fact_faults', '')}")
@@ -315,11 +310,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-mae", action="store_true", help="skip the MAE step")
     parser.add_argument("--csv", type=Path, default=None, help=f"output (default {FULL_CSV.relative_to(ROOT)})")
     parser.add_argument("--append", action="store_true", help="keep the rows already in --csv, add the new ones")
+    parser.add_argument("--label", default=None, help="run label in the table (default: full, quick or smoke)")
     args = parser.parse_args(argv)
     if args.quick:
         args.batch, args.pairs, args.threads, args.px = 64, 3, [2], [32]
     if args.smoke:
         args.batch, args.pairs, args.warmup, args.threads, args.px = 4, 1, 1, [1], [32]
+    if args.label is None:
+        args.label = "quick" if args.quick else "smoke" if args.smoke else "full"
     if args.csv is None:
         args.csv = SCRATCH_CSV if (args.quick or args.smoke) else FULL_CSV
     return args
@@ -367,6 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         measured = interleaved(*steps, pairs=pairs, warmup=args.warmup)
                         row = summarize(
                             measured,
+                            run=args.label,
                             case=case.name,
                             step=kind,
                             ranks="x".join(map(str, ranks)),
