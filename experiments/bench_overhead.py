@@ -310,13 +310,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-mae", action="store_true", help="skip the MAE step")
     parser.add_argument("--csv", type=Path, default=None, help=f"output (default {FULL_CSV.relative_to(ROOT)})")
     parser.add_argument("--append", action="store_true", help="keep the rows already in --csv, add the new ones")
-    parser.add_argument("--label", default=None, help="run label in the table (default: full, quick or smoke)")
+    parser.add_argument(
+        "--label",
+        default=None,
+        help="run label of the new rows (default: full, quick or smoke); with --table: print only that run's rows",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.batch, args.pairs, args.threads, args.px = 64, 3, [2], [32]
     if args.smoke:
         args.batch, args.pairs, args.warmup, args.threads, args.px = 4, 1, 1, [1], [32]
-    if args.label is None:
+    if args.label is None and args.table is None:
         args.label = "quick" if args.quick else "smoke" if args.smoke else "full"
     if args.csv is None:
         args.csv = SCRATCH_CSV if (args.quick or args.smoke) else FULL_CSV
@@ -326,7 +330,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.table is not None:
-        print(markdown(read_csv(args.table)))
+        rows = [r for r in read_csv(args.table) if args.label is None or r.get("run") == args.label]
+        print(markdown(rows))
         return 0
     cases = _smoke_cases() if args.smoke else {k: CASES[k] for k in args.cases}
     command = "python experiments/bench_overhead.py " + shlex.join(sys.argv[1:] if argv is None else argv)
