@@ -160,6 +160,30 @@ def reconstruction_ms(fm: nn.Module, repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
+def reconstruction_profile(fm: nn.Module, repeats: int = 5) -> dict[str, float]:
+    """Milliseconds per ``reconstruct()`` forward + backward by kind of operator (torch.profiler's
+    self time): the GEMMs of the contraction, the copies of ``unstack``, and the rest."""
+    from torch.profiler import profile
+
+    weights = fm.reconstruct()
+    upstream = {k: torch.randn_like(v) for k, v in weights.items()}
+
+    def run() -> None:
+        w = fm.reconstruct()
+        torch.autograd.backward(list(w.values()), [upstream[k] for k in w])
+        fm.zero_grad(set_to_none=True)
+
+    run()
+    with profile() as prof:
+        for _ in range(repeats):
+            run()
+    kinds = {"aten::mm": "GEMM", "aten::bmm": "GEMM", "aten::copy_": "unstack copies", "aten::clone": "unstack copies"}
+    out = {"GEMM": 0.0, "unstack copies": 0.0, "other": 0.0}
+    for event in prof.key_averages():
+        out[kinds.get(event.key, "other")] += event.self_cpu_time_total / 1000 / repeats
+    return out
+
+
 def interleaved(dense: Step, fact: Step, pairs: int, warmup: int) -> list[tuple[tuple[float, ...], tuple[float, ...]]]:
     """``pairs`` (dense, factorized) measurements after ``warmup`` uncounted pairs; the order
     within a pair alternates so that neither step always runs first."""
@@ -311,6 +335,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--csv", type=Path, default=None, help=f"output (default {FULL_CSV.relative_to(ROOT)})")
     parser.add_argument("--append", action="store_true", help="keep the rows already in --csv, add the new ones")
     parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="only print where the reconstruction's time goes (32 px, per thread count)",
+    )
+    parser.add_argument(
         "--label",
         default=None,
         help="run label of the new rows (default: full, quick or smoke); with --table: print only that run's rows",
@@ -334,6 +363,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(markdown(rows))
         return 0
     cases = _smoke_cases() if args.smoke else {k: CASES[k] for k in args.cases}
+    if args.profile:
+        print(
+            "| backbone | ranks | threads | GEMM | unstack copies | other | total |\n|---|---|---|---:|---:|---:|---:|"
+        )
+        for case in cases.values():
+            for ranks in case.ranks:
+                torch.manual_seed(0)
+                fm = factorize(case.build(32), ranks=ranks).train()
+                for t in args.threads:
+                    torch.set_num_threads(t)
+                    ms = reconstruction_profile(fm)
+                    cells = [case.name, ", ".join(map(str, ranks)), str(t)]
+                    cells += [f"{v:.0f} ms" for v in (*ms.values(), sum(ms.values()))]
+                    print("| " + " | ".join(cells) + " |", flush=True)
+        return 0
     command = "python experiments/bench_overhead.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     print(
         f"{command.strip()}\ntorch {torch.__version__}, {os.cpu_count()} CPUs, OMP_WAIT_POLICY="

@@ -340,4 +340,7 @@ def test_bench_overhead_smoke(tmp_path, capsys):
         assert float(r["ratio"]) > 0 and float(r["cpu_ratio"]) > 0 and float(r["load1"]) >= 0
     printed = capsys.readouterr().out
     assert "| backbone | step | ranks |" in printed and "of it reconstruction" in printed
-    assert bench_overhead.main(["--table", str(out)]) == 0
+    assert bench_overhead.main(["--table", str(out), "--label", "smoke"]) == 0
+    assert "| smoke | resnet_smoke |" in capsys.readouterr().out
+    assert bench_overhead.main(["--smoke", "--profile"]) == 0
+    assert "| resnet_smoke | 2, 8, 8 | 1 |" in capsys.readouterr().out
