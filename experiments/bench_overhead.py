@@ -9,7 +9,8 @@ Run from the repository root::
     .venv/bin/python experiments/bench_overhead.py            # the full table (~15 min here)
     .venv/bin/python experiments/bench_overhead.py --quick    # 32 px, 2 threads, few pairs (minutes)
     .venv/bin/python experiments/bench_overhead.py --smoke    # tiny models (seconds, for the tests)
-    .venv/bin/python experiments/bench_overhead.py --table docs/results/bench_overhead.csv  # README table
+    .venv/bin/python experiments/bench_overhead.py --table docs/results/bench_overhead.csv --label full
+    .venv/bin/python experiments/bench_overhead.py --profile --cases resnet18 --threads 2  # GEMMs vs copies
 
 How it measures, for a machine that other processes share:
 
