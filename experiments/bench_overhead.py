@@ -185,6 +185,28 @@ def reconstruction_profile(fm: nn.Module, repeats: int = 5) -> dict[str, float]:
     return out
 
 
+def compile_comparison(fm: nn.Module, repeats: int = 7) -> tuple[float, float, float]:
+    """``(eager ms, compiled ms, compile s)``: ``reconstruct()`` forward + backward, eager and
+    under ``torch.compile`` (inductor), interleaved, median wall time."""
+    compiled = torch.compile(fm.reconstruct)
+    weights = fm.reconstruct()
+    upstream = {k: torch.randn_like(v) for k, v in weights.items()}
+
+    def run(fn: Callable[[], dict[str, torch.Tensor]]) -> float:
+        start = time.perf_counter()
+        w = fn()
+        torch.autograd.backward(list(w.values()), [upstream[k] for k in w])
+        fm.zero_grad(set_to_none=True)
+        return time.perf_counter() - start
+
+    compile_s = run(compiled)
+    eager, comp = [], []
+    for _ in range(repeats):
+        eager.append(run(fm.reconstruct))
+        comp.append(run(compiled))
+    return 1000 * statistics.median(eager), 1000 * statistics.median(comp), compile_s
+
+
 def interleaved(dense: Step, fact: Step, pairs: int, warmup: int) -> list[tuple[tuple[float, ...], tuple[float, ...]]]:
     """``pairs`` (dense, factorized) measurements after ``warmup`` uncounted pairs; the order
     within a pair alternates so that neither step always runs first."""
@@ -340,6 +362,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="only print where the reconstruction's time goes (32 px, per thread count)",
     )
+    parser.add_argument("--compile", action="store_true", help="with --profile: also time torch.compile of it")
     parser.add_argument(
         "--label",
         default=None,
@@ -377,6 +400,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ms = reconstruction_profile(fm)
                     cells = [case.name, ", ".join(map(str, ranks)), str(t)]
                     cells += [f"{v:.0f} ms" for v in (*ms.values(), sum(ms.values()))]
+                    if args.compile:
+                        eager, comp, compile_s = compile_comparison(fm)
+                        cells.append(
+                            f"eager {eager:.0f} ms, torch.compile {comp:.0f} ms (compiled in {compile_s:.1f} s)"
+                        )
                     print("| " + " | ".join(cells) + " |", flush=True)
         return 0
     command = "python experiments/bench_overhead.py " + shlex.join(sys.argv[1:] if argv is None else argv)
