@@ -388,9 +388,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     cases = _smoke_cases() if args.smoke else {k: CASES[k] for k in args.cases}
     if args.profile:
-        print(
-            "| backbone | ranks | threads | GEMM | unstack copies | other | total |\n|---|---|---|---:|---:|---:|---:|"
-        )
+        extra = (" torch.compile (inductor) |", "---|") if args.compile else ("", "")
+        print(f"| backbone | ranks | threads | GEMM | unstack copies | other | total |{extra[0]}")
+        print(f"|---|---|---|---:|---:|---:|---:|{extra[1]}")
         for case in cases.values():
             for ranks in case.ranks:
                 torch.manual_seed(0)
