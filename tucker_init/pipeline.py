@@ -25,12 +25,13 @@ from .checkpoint import LAST, load_checkpoint
 from .data import BatchLoader, ImageDataset, load_dataset, streamed_datasets
 from .factorized import factorize
 from .initialize import InitReport, LearnConfig, initialize
-from .io import load_template, read_safetensors, save_template, write_model_card, write_safetensors_atomic
+from .io import read_safetensors, save_template, write_model_card, write_safetensors_atomic
 from .kinds import get_kind
 from .mae import masked_model_for
 from .models import ModelSpec
 from .stochastic import WidthScaling
 from .streaming import TRANSFORMS, FolderDataset, StreamingLoader
+from .template import as_template
 from .train import TrainConfig, TrainResult, finetune, masked_image_loss, train
 from .training.recipes import Recipe, get_recipe
 from .validation import check_choice
@@ -452,7 +453,7 @@ def pretrain(
         facts = {"objective": "masked image modeling (MAE)", "recipe": recipe.name, "data": job["data"]}
         facts |= {"images": job["data_fingerprint"].get("images"), "steps": f"{result.step} of {result.total_steps}"}
         facts["command"] = f"`{' '.join(sys.argv)}`" if sys.argv and sys.argv[0] else "pipeline.pretrain(...)"
-        write_model_card(path, load_template(path), facts)
+        write_model_card(path, as_template(encoder), facts)
     return PretrainResult(path=path, train=result, history=result.history)
 
 

@@ -11,15 +11,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .layout import ModelLayout
-
 __all__ = [
     "as_int",
     "check_choice",
     "check_finite",
     "check_int",
     "check_materialized",
-    "check_ranks",
     "full_ranks",
     "rank_tuple",
 ]
@@ -78,14 +75,6 @@ def full_ranks(shape: tuple[int, int, int]) -> tuple[int, int, int]:
     Lossless, and the depth scaler of a long, thin group stays ``(n, d*d)`` instead of ``(n, n)``."""
     n, d_out, d_in = shape
     return (min(n, d_out * d_in), min(d_out, n * d_in), min(d_in, n * d_out))
-
-
-def check_ranks(ranks: Any, layout: ModelLayout, method: str, share: bool) -> list[tuple[int, int, int]]:
-    """Validate ``ranks`` against every group of ``layout`` for the template kind ``method`` and
-    return the ranks used for each group (see each kind's ``check_ranks``)."""
-    from .kinds import get_kind  # the kinds use this module's checks
-
-    return get_kind(method).check_ranks(ranks, layout, share)
 
 
 def check_finite(named_tensors: Iterable[tuple[str, Tensor]], kind: str = "parameter", where: str = "") -> None:

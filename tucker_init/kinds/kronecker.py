@@ -5,7 +5,7 @@ shared templates ``T_i (a, b)`` (``kron_sharing="all"``, WeiT-like, or one set p
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -93,7 +93,15 @@ class KroneckerKind(TemplateKind):
             scalers.append({"S": torch.cat(per_slot, dim=1).flatten(0, 1).contiguous()})
         return scalers
 
-    def _build(self, tensors, layout, config, templates_and_coefficients) -> tuple[Template, Scalers]:
+    def _build(
+        self,
+        tensors: Sequence[Tensor],
+        layout: ModelLayout,
+        config: TemplateConfig,
+        templates_and_coefficients: Callable[[list[Tensor]], tuple[Tensor, list[Tensor]]],
+    ) -> tuple[Template, Scalers]:
+        """Per template key, ``templates_and_coefficients(slices)`` gives the key's templates
+        ``(k, a, b)`` and one coefficient tensor per slice group; assembled into per-group scalers."""
         template: Template = {}
         chunks: dict[tuple[int, str], list[Tensor]] = {}
         for key, items in self._pieces(tensors, layout, config).items():

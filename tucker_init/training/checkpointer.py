@@ -8,7 +8,6 @@ fields, the job (kind of job, model, data set and its fingerprint, ...) or the p
 from __future__ import annotations
 
 import json
-import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -119,7 +118,6 @@ class Checkpointer:
         self.info, self.config, self.total, self.job = info, config, total_steps, plain_job(job)
         self.parts, self.loader = dict(parts), loader
         self.good: Path | None = self.path if self.path is not None and self.path.is_file() else None
-        self.started = time.perf_counter()
 
     def restore(self) -> RunState:
         """Load ``last.pt`` into the parts, the RNGs and the loader; a fresh state (with a
@@ -152,8 +150,9 @@ class Checkpointer:
         )
         seed_everything(self.config.seed + self.info.rank + 1_000_003 * step)
 
-    def save(self, state: RunState) -> Path | None:
-        """Write the run at ``state.step`` (every rank calls this: RNG states are gathered)."""
+    def save(self, state: RunState, elapsed: float) -> Path | None:
+        """Write the run at ``state.step``, ``elapsed`` wall-clock seconds into the whole run
+        (every rank calls this: RNG states are gathered)."""
         if self.path is None:
             return None
         model = self.parts["model"]
@@ -173,7 +172,7 @@ class Checkpointer:
                 job=self.job,
                 world_size=self.info.world_size,
                 evals=state.evals,
-                elapsed=state.elapsed_before + time.perf_counter() - self.started,
+                elapsed=elapsed,
             )
         self.good = self.path
         return self.path

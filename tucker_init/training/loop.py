@@ -197,7 +197,6 @@ def train(
         elapsed_before=state.elapsed_before,
         tensorboard=tensorboard,
     )
-    checkpointer.started = logger.started
     run = _Run(
         model,
         _compiled(wrap_ddp(model, info, config.find_unused_parameters), config.compile),
@@ -213,7 +212,7 @@ def train(
     )
     try:
         stopped = _run_steps(run, batch_stream(loader, state.skip), loss_fn, eval_fn, before_step)
-        written = checkpointer.save(state)
+        written = checkpointer.save(state, logger.elapsed())
     finally:
         logger.close()
     done = stopped == "completed" and state.evals and state.evals[-1]["step"] == state.step
@@ -317,7 +316,7 @@ def _run_steps(
         if ending:
             break
         if checkpoint_due:
-            run.checkpointer.save(state)
+            run.checkpointer.save(state, run.logger.elapsed())
     if state.step >= run.total:
         stopped = "completed"
         if eval_fn is not None and (not state.evals or state.evals[-1]["step"] != state.step):
