@@ -141,7 +141,7 @@ def _engine(args: argparse.Namespace, *names: str) -> dict[str, Any]:
 def _add_pretrain(sub: Any) -> None:
     from .kinds import list_kinds
 
-    p = sub.add_parser("pretrain", help="pre-train a weight template with masked image modeling")
+    p = sub.add_parser("pretrain", help="pre-train a weight template (masked image modeling or distillation)")
     _add_model(p)
     _add_data(p)
     _add_run(p, kind="pretrain", steps=1500, batch=128)
@@ -163,6 +163,17 @@ def _add_pretrain(sub: Any) -> None:
     )
     p.add_argument("--dense", action="store_true", help="pre-train a dense model instead (the MAE baseline)")
     p.add_argument("--mask-ratio", type=OPEN_UNIT, default=None, help="default: the recipe's (0.75)")
+    g = p.add_argument_group("objective")
+    g.add_argument("--objective", default=None, choices=["mae", "distill"], help="default mae (distill: --teacher)")
+    g.add_argument("--teacher", default=None, metavar="PATH|TIMM_NAME", help="dense model file or timm name to distill")
+    g.add_argument("--distill-target", default=None, choices=["features", "logits", "both"], help="default features")
+    g.add_argument("--temperature", type=POSITIVE, default=None, help="of the logit distillation (default 1)")
+    g.add_argument(
+        "--init-from",
+        default=None,
+        metavar="PATH|TIMM_NAME",
+        help="compress, then refine: start the template from the HOSVD of this dense model of --model's size",
+    )
     p.add_argument("--max-time", type=POSITIVE, default=None, help="stop after this many seconds (resumable)")
     p.add_argument("--out", required=True, help="output folder (template.safetensors, last.pt, metrics.jsonl)")
 
@@ -272,6 +283,13 @@ def _pretrain(args: argparse.Namespace) -> None:
         _refuse(args, ("ranks", "method", "scaling"), "a --dense run has no template (these shape one)")
     if args.method is not None and args.scaling not in (None, "off") and not get_kind(args.method).width_scaling:
         fail(f"--scaling {args.scaling}: stochastic scaling applies to Tucker scalers, not to --method {args.method}")
+    objective = "mae" if args.objective is None else args.objective
+    if objective == "mae":
+        _refuse(args, ("teacher", "distill_target", "temperature"), "apply to --objective distill")
+    elif args.teacher is None:
+        fail("--objective distill needs --teacher PATH|TIMM_NAME (the dense model to distill)")
+    else:
+        _refuse(args, ("mask_ratio",), "applies to --objective mae")
     spec = _spec(args)
     result = pipeline.pretrain(
         spec,
@@ -281,6 +299,11 @@ def _pretrain(args: argparse.Namespace) -> None:
         method="tucker" if args.method is None else args.method,
         scaling="off" if args.scaling is None else args.scaling,
         dense=args.dense,
+        objective=objective,
+        teacher=args.teacher,
+        distill_target="features" if args.distill_target is None else args.distill_target,
+        temperature=1.0 if args.temperature is None else args.temperature,
+        init_from=args.init_from,
         steps=args.steps,
         batch_size=args.batch_size,
         recipe=args.recipe,

@@ -23,6 +23,7 @@ from torch import nn
 
 from .checkpoint import LAST, load_checkpoint
 from .data import BatchLoader, ImageDataset, load_dataset, streamed_datasets
+from .distill import DISTILL_TARGETS, Distillation
 from .factorized import factorize
 from .initialize import InitReport, LearnConfig, initialize
 from .io import read_safetensors, save_template, write_model_card, write_safetensors_atomic
@@ -43,6 +44,7 @@ __all__ = [
     "check_run_dir",
     "finetune_model",
     "init_model",
+    "load_dense",
     "load_model",
     "make_loaders",
     "make_train_loader",
@@ -51,6 +53,7 @@ __all__ = [
 ]
 
 SCALING_MODES = ("off", "prefix", "rank")
+OBJECTIVES = ("mae", "distill")
 MODEL_FORMAT = "tucker_init.model"
 
 
@@ -132,6 +135,41 @@ def load_model(path: str | os.PathLike, **kwargs: Any) -> tuple[nn.Module, Model
     except (KeyError, TypeError, ValueError, RuntimeError) as err:  # load_state_dict raises RuntimeError
         raise ValueError(f"{str(path)!r}: damaged model file: {type(err).__name__}: {err}") from err
     return model, spec
+
+
+def load_dense(source: str | os.PathLike | nn.Module, argument: str = "teacher") -> nn.Module:
+    """A dense model from a module (as it is), a tucker_init model file, or a timm model name
+    (``timm.create_model(name, pretrained=True)``: the weights must be in timm's cache).
+
+    Raises:
+        TypeError: ``source`` is none of these. ValueError: a file that is not a model file, or
+            a timm name whose pre-trained weights cannot be had (named in ``argument``).
+    """
+    if isinstance(source, nn.Module):
+        return source
+    if not isinstance(source, str | os.PathLike):
+        found = type(source).__name__
+        raise TypeError(f"{argument} must be a model file, a timm model name or an nn.Module, found {found}")
+    if Path(source).is_file():
+        return load_model(source)[0]
+    import timm
+
+    name = str(source)
+    if name not in timm.list_models(pretrained=True) and name not in timm.list_models():
+        raise ValueError(f"{argument} {name!r} is neither a model file nor a timm model name")
+    try:
+        return timm.create_model(name, pretrained=True)
+    except Exception as err:  # timm raises several kinds when weights are missing offline
+        raise ValueError(f"{argument} {name!r}: timm could not load its pre-trained weights ({err})") from err
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """sha256 (16 hex digits) of a model's state: names, shapes, dtypes and values."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 # -- data ------------------------------------------------------------------------------------------------
@@ -329,6 +367,42 @@ def _train_config(
     return recipe.train_config(steps, batch_size, **overrides, **fixed, **dict(engine or {}))
 
 
+def _load_start(model: nn.Module, init_from: str | os.PathLike | nn.Module) -> str:
+    """Load the dense weights ``init_from`` into ``model`` (same architecture); returns their
+    fingerprint for the job record."""
+    start = load_dense(init_from, "init_from")
+    try:
+        model.load_state_dict(start.state_dict())
+    except RuntimeError as err:
+        raise ValueError(f"init_from must be a model of the job's spec; its weights do not fit: {err}") from err
+    return weights_fingerprint(start)
+
+
+def _encoder(
+    model: nn.Module, dense: bool, ranks: Any, method: str, init: str, scaling: str, seed: int
+) -> tuple[nn.Module, WidthScaling | None]:
+    """The trained module (the dense model or its factorization) and the width-scaling hook."""
+    if dense:
+        return model, None
+    # "random" draws a template whose weights have timm's RMS. A low-rank HOSVD of timm's
+    # random init keeps only ~40 % of its norm (its spectrum is flat), and a short
+    # pre-training does not restore it (experiments/stochastic_scaling.py, norm_ratio).
+    encoder = factorize(model, ranks=ranks, method=method, init=init, seed=seed)
+    if scaling != "off" and get_kind(method).width_scaling:
+        return encoder, WidthScaling(scaling, seed=seed).attach(encoder)
+    return encoder, None
+
+
+def _objective_text(objective: str, teacher: Any, target: str, init_from: Any) -> str:
+    """The model card's objective line."""
+
+    def name(x: Any) -> str:
+        return str(x) if isinstance(x, str | os.PathLike) else type(x).__name__
+
+    text = "masked image modeling (MAE)" if objective == "mae" else f"distillation of {name(teacher)} ({target})"
+    return text if init_from is None else f"HOSVD of {name(init_from)}, refined by {text}"
+
+
 def pretrain(
     spec: ModelSpec,
     data: str | ImageDataset,
@@ -339,6 +413,11 @@ def pretrain(
     init: str = "random",
     scaling: str = "off",
     dense: bool = False,
+    objective: str = "mae",
+    teacher: str | os.PathLike | nn.Module | None = None,
+    distill_target: str = "features",
+    temperature: float = 1.0,
+    init_from: str | os.PathLike | nn.Module | None = None,
     steps: int = 1000,
     batch_size: int = 64,
     recipe: str | Recipe = "small_pretrain",
@@ -357,7 +436,13 @@ def pretrain(
     tensorboard: bool = False,
 ) -> PretrainResult:
     """Pre-train a weight template (or, with ``dense=True``, a dense model of the same shape)
-    with the masked-image objective.
+    with the masked-image objective (``objective="mae"``) or by distilling a ``teacher``
+    (``objective="distill"``: a model file, a timm name with pre-trained weights or a module;
+    ``distill_target`` ``"features"`` | ``"logits"`` | ``"both"``, see :mod:`tucker_init.distill`).
+
+    ``init_from`` (a dense model of ``spec``: file, timm name or module) compresses, then refines:
+    the template starts from the HOSVD of those weights (and the remainder from them) instead of
+    ``init``, then trains with the objective.
 
     Writes ``out_dir/template.safetensors`` (or ``out_dir/dense.safetensors``), plus
     ``last.pt`` (checkpoint) and ``metrics.jsonl``.
@@ -378,26 +463,31 @@ def pretrain(
     set, root and fingerprint); ``resume=True`` with any of them changed is refused, naming them.
     """
     check_choice("scaling", scaling, SCALING_MODES)
+    check_choice("objective", objective, OBJECTIVES)
+    check_choice("distill_target", distill_target, DISTILL_TARGETS)
+    if (objective == "distill") != (teacher is not None):
+        raise ValueError(
+            f"objective={objective!r} {'needs a teacher' if teacher is None else 'takes no teacher'}: "
+            f"found teacher={'None' if teacher is None else 'given'} (use objective='distill' with teacher=...)"
+        )
     recipe = get_recipe(recipe, kind="pretrain")
     mask_ratio = recipe.mask_ratio if mask_ratio is None else mask_ratio
     norm_pix_loss = recipe.norm_pix_loss if norm_pix_loss is None else norm_pix_loss
     out = check_run_dir(out_dir, "pretrain", resume)
     torch.manual_seed(seed)
     model = spec.build()
-    scaler_hook = None
-    if dense:
-        encoder: nn.Module = model
+    start = None if init_from is None else _load_start(model, init_from)
+    encoder, scaler_hook = _encoder(model, dense, ranks, method, "hosvd" if start else init, scaling, seed)
+    teacher_model = None if teacher is None else load_dense(teacher, "teacher")
+    if teacher_model is not None:
+        task = Distillation(
+            encoder, teacher_model, target=distill_target, temperature=temperature, image_size=spec.img_size
+        )
     else:
-        # "random" draws a template whose weights have timm's RMS. A low-rank HOSVD of timm's
-        # random init keeps only ~40 % of its norm (its spectrum is flat), and a short
-        # pre-training does not restore it (experiments/stochastic_scaling.py, norm_ratio).
-        encoder = factorize(model, ranks=ranks, method=method, init=init, seed=seed)
-        if scaling != "off" and get_kind(method).width_scaling:
-            scaler_hook = WidthScaling(scaling, seed=seed).attach(encoder)
-    # CNNs: mask 8 px patches at 32 px (16 per image); their default, the total stride (32),
-    # would leave a single patch.
-    extra = {} if isinstance(model, VisionTransformer) else {"patch_size": max(1, spec.img_size // 4)}
-    objective = masked_model_for(encoder, mask_ratio=mask_ratio, norm_pix_loss=norm_pix_loss, **extra)
+        # CNNs: mask 8 px patches at 32 px (16 per image); their default, the total stride (32),
+        # would leave a single patch.
+        extra = {} if isinstance(model, VisionTransformer) else {"patch_size": max(1, spec.img_size // 4)}
+        task = masked_model_for(encoder, mask_ratio=mask_ratio, norm_pix_loss=norm_pix_loss, **extra)
     train_loader = make_train_loader(
         data,
         batch_size,
@@ -430,13 +520,18 @@ def pretrain(
         **asdict(spec),
         "dense": dense,
         **{k: None if dense else v for k, v in factorized.items()},  # a dense run has none of them
-        "mask_ratio": mask_ratio,
-        "norm_pix_loss": norm_pix_loss,
+        "objective": objective,
+        "mask_ratio": mask_ratio if objective == "mae" else None,
+        "norm_pix_loss": norm_pix_loss if objective == "mae" else None,
+        "teacher": None if teacher_model is None else weights_fingerprint(teacher_model),
+        "distill_target": distill_target if teacher_model is not None else None,
+        "temperature": temperature if teacher_model is not None else None,
+        "init_from": start,
         "recipe": recipe.name,
         **_data_job(data, data_root, train_loader, train_subset),
     }
     result = train(
-        objective,
+        task,
         train_loader,
         masked_image_loss,
         config,
@@ -445,12 +540,13 @@ def pretrain(
         job=job,
         tensorboard=out / "tensorboard" if tensorboard else None,
     )
-    objective.cpu()
+    task.cpu()
     if dense:
         path = save_model(out / "dense.safetensors", model, spec, {"steps": result.step})
     else:
         path = save_template(out / "template.safetensors", encoder)
-        facts = {"objective": "masked image modeling (MAE)", "recipe": recipe.name, "data": job["data"]}
+        facts = {"objective": _objective_text(objective, teacher, distill_target, init_from), "recipe": recipe.name}
+        facts["data"] = job["data"]
         facts |= {"images": job["data_fingerprint"].get("images"), "steps": f"{result.step} of {result.total_steps}"}
         facts["command"] = f"`{' '.join(sys.argv)}`" if sys.argv and sys.argv[0] else "pipeline.pretrain(...)"
         write_model_card(path, as_template(encoder), facts)
