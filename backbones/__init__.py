@@ -1,6 +1,7 @@
 """Backbone adapters: where a model's block groups are and which weights are templated.
 
-``get_adapter(model)`` finds the adapter for a timm ViT / DeiT, ResNet or ConvNeXt; pass a
+``get_adapter(model)`` finds the adapter for a timm ViT / DeiT, ResNet, ConvNeXt, Swin, Eva
+(EVA-02, RoPE ViTs) or BEiT; pass a
 :class:`GenericAdapter` for your own module, or register a new family with
 :func:`register_adapter` (like timm's model registry).
 """
@@ -10,17 +11,23 @@ from __future__ import annotations
 from torch import nn
 
 from .base import BackboneAdapter, BlockSequence, default_is_primary
+from .beit import BeitAdapter
 from .convnext import ConvNeXtAdapter
+from .eva import EvaAdapter
 from .generic import GenericAdapter
 from .resnet import ResNetAdapter
+from .swin import SwinAdapter
 from .vit import ViTAdapter
 
 __all__ = [
     "BackboneAdapter",
+    "BeitAdapter",
     "BlockSequence",
     "ConvNeXtAdapter",
+    "EvaAdapter",
     "GenericAdapter",
     "ResNetAdapter",
+    "SwinAdapter",
     "ViTAdapter",
     "default_is_primary",
     "get_adapter",
@@ -39,7 +46,9 @@ def register_adapter(cls: type[BackboneAdapter]) -> type[BackboneAdapter]:
     return cls
 
 
-for _cls in (ViTAdapter, ResNetAdapter, ConvNeXtAdapter):
+# Each adapter matches by isinstance on its own timm class (Eva, Beit and SwinTransformer are
+# not VisionTransformer subclasses), so the order only decides among user-registered ones.
+for _cls in (ViTAdapter, ResNetAdapter, ConvNeXtAdapter, SwinAdapter, EvaAdapter, BeitAdapter):
     register_adapter(_cls)
 
 
@@ -65,9 +74,7 @@ def get_adapter(model: nn.Module, adapter: BackboneAdapter | str | None = None) 
             raise ValueError(f"unknown adapter family {adapter!r}; registered: {sorted(_REGISTRY)}")
         return _REGISTRY[adapter]()
     if adapter is not None:
-        raise TypeError(
-            f"adapter must be a BackboneAdapter, a family name or None, found {type(adapter).__name__}"
-        )
+        raise TypeError(f"adapter must be a BackboneAdapter, a family name or None, found {type(adapter).__name__}")
     for cls in _REGISTRY.values():
         candidate = cls()
         if candidate.matches(model):

@@ -11,7 +11,8 @@ GRN, BN statistics, norm affines). For each, ``factorize(model, ranks="full")``
 * materializes to a model of the same class that computes the same logits.
 
 Kronecker templates at full rank (k = a*b) are lossless on a ViT and on CNNs as well, and
-families without an adapter raise a ValueError that points to ``GenericAdapter``.
+families without an adapter raise a ValueError that points to ``GenericAdapter``. Swin, Eva
+(EVA-02, RoPE ViTs) and BEiT have native adapters that ``get_adapter`` finds by the model's class.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 from _models import OUTPUT_RTOL, assert_close_rel, perturb
 from torch import nn
 
+from backbones import get_adapter
 from tucker_init import factorize
 
 IMG = 32
@@ -34,6 +36,11 @@ VIT_SMALL = {"img_size": IMG, "patch_size": 8, "depth": 2, "embed_dim": 64, "num
 # ResNet stages at a quarter of the usual width (the plain stem keeps its 64 channels).
 RESNET_SMALL = {"channels": (16, 32, 64, 128)}
 CONVNEXT_SMALL = {"depths": (1, 1, 2, 1), "dims": (16, 32, 48, 64)}
+# Swin at 32 px with 4 px patches (an 8x8 grid), windows of 4 (stages 3 and 4 clip them to their
+# 2x2 and 1x1 grids), 2 blocks per stage of widths 16..128 (heads of 16).
+SWIN_SMALL = {"img_size": IMG, "window_size": 4, "embed_dim": 16, "depths": (2, 2, 2, 2), "num_heads": (1, 2, 4, 8)}
+# EVA-02 keeps its 14 px patches: 28 px images are a 2x2 grid.
+EVA_IMG = 28
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,16 @@ def resnet(model: str, feature: Callable[[nn.Module], bool], **kwargs) -> Config
 
 def convnext(model: str, feature: Callable[[nn.Module], bool]) -> Config:
     return Config(model, CONVNEXT_SMALL, feature)
+
+
+def swin(model: str, feature: Callable[[nn.Module], bool], **kwargs) -> Config:
+    """A Swin configuration; a keyword set to None drops SWIN_SMALL's value (the model's own stays)."""
+    kwargs = {k: v for k, v in (SWIN_SMALL | kwargs).items() if v is not None}
+    return Config(model, kwargs, feature, img_size=kwargs["img_size"])
+
+
+def eva(model: str, feature: Callable[[nn.Module], bool], **kwargs) -> Config:
+    return Config(model, {"depth": 2} | kwargs, feature, share=True, img_size=kwargs.get("img_size", IMG))
 
 
 def block(m: nn.Module) -> nn.Module:
@@ -139,32 +156,85 @@ ZOO: dict[str, Config] = {
     "convnextv2": convnext(  # global response norm (zero at init, perturbed), no layer scale
         "convnextv2_atto", lambda m: hasattr(block(m.stages[0]).mlp, "grn") and block(m.stages[0]).gamma is None
     ),
+    # -- Swin: one group per stage, relative position bias tables and patch merging dense
+    "swin": swin(
+        "swin_tiny_patch4_window7_224",
+        lambda m: (
+            [b.attn.window_size for b in (s.blocks[0] for s in m.layers)] == [(4, 4), (4, 4), (2, 2), (1, 1)]
+            and m.layers[0].blocks[1].attn_mask is not None
+        ),  # shifted windows in stage 1
+    ),
+    "swin_s3_window_per_stage": swin(  # AutoFormerV2: windows of 7, 7, 14, 7 clipped to 16, 8, 4, 2 px grids
+        "swin_s3_tiny_224",
+        lambda m: m.layers[0].blocks[0].attn.window_size == (7, 7) and m.layers[2].blocks[0].attn.window_size == (4, 4),
+        img_size=64,
+        window_size=None,
+        depths=(1, 2, 1, 1),
+    ),
+    # -- Eva: EVA-02 (RoPE, SwiGLU) and timm's RoPE ViTs, one group of 2 blocks
+    "eva02_packed_swiglu": eva(  # GluMlp with one fc1 (1024, 192) for value and gate: d = gcd(192, 512) = 64
+        "eva02_tiny_patch14_224",
+        lambda m: type(block(m).mlp).__name__ == "GluMlp" and block(m).mlp.fc1.out_features == 1024,
+        img_size=EVA_IMG,
+    ),
+    "eva02_swiglu_separate_qkv": eva(  # q/k/v projections, fc1_g / fc1_x and a LayerNorm on the hidden units
+        "eva02_base_patch14_224",
+        lambda m: block(m).attn.qkv is None and isinstance(block(m).mlp.norm, nn.LayerNorm),
+        img_size=EVA_IMG,
+        embed_dim=64,
+        num_heads=2,
+        mlp_ratio=2.0,
+    ),
+    "vit_rope_mixed": eva(  # learned RoPE frequencies rope.freqs (depth, 2, heads, head_dim / 4), layer scale
+        "vit_small_patch16_rope_mixed_224",
+        lambda m: type(m.rope).__name__ == "RotaryEmbeddingMixed" and block(m).gamma_1 is not None,
+        img_size=IMG,
+        patch_size=8,
+        embed_dim=64,
+        num_heads=2,
+    ),
+    "vit_rope_reg_token": eva(
+        "vit_base_patch16_rope_reg1_gap_256",
+        lambda m: m.reg_token.shape[1] == 1 and m.cls_token is None and m.pos_embed is None,
+        img_size=IMG,
+        patch_size=8,
+        embed_dim=64,
+        num_heads=2,
+    ),
+    # -- BEiT: q / v biases, layer scale, relative position bias per block or shared
+    "beit": vit(
+        "beit_base_patch16_224",
+        lambda m: block(m).attn.relative_position_bias_table is not None and block(m).gamma_1 is not None,
+    ),
+    "beit_shared_rel_pos": vit(
+        "beit_base_patch16_224",
+        lambda m: m.rel_pos_bias is not None and block(m).attn.relative_position_bias_table is None,
+        use_rel_pos_bias=False,
+        use_shared_rel_pos_bias=True,
+    ),
+}
+
+# The native adapter each of these configurations gets from ``get_adapter``.
+NATIVE = {
+    "swin": "swin",
+    "swin_s3_window_per_stage": "swin",
+    "eva02_packed_swiglu": "eva",
+    "eva02_swiglu_separate_qkv": "eva",
+    "vit_rope_mixed": "eva",
+    "vit_rope_reg_token": "eva",
+    "beit": "beit",
+    "beit_shared_rel_pos": "beit",
 }
 
 # Full-rank Kronecker templates: k = a * b templates of a x b (every unit width of these is a
-# multiple of 4: 64 for the ViTs, 16 and more for the ResNets and the ConvNeXt).
-KRONECKER = ["vit_mlp_ratio_2", "deit3", "resnet18", "resnet50d", "convnextv2"]
+# multiple of 4: 64 for the ViTs, EVA-02 and BEiT, 16 and more for the ResNets, the ConvNeXt and Swin).
+KRONECKER = ["vit_mlp_ratio_2", "deit3", "resnet18", "resnet50d", "convnextv2", "swin", "eva02_packed_swiglu", "beit"]
 KRONECKER_FULL = (16, 4, 4)
 
 NO_ADAPTER: dict[str, Callable[[], nn.Module]] = {
     "efficientnet_b0": lambda: timm.create_model("efficientnet_b0", num_classes=10),
     "regnetx_002": lambda: timm.create_model("regnetx_002", num_classes=10),
     "mobilenetv3_small_050": lambda: timm.create_model("mobilenetv3_small_050", num_classes=10),
-    "eva02": lambda: timm.create_model(
-        "eva02_tiny_patch14_224", num_classes=10, img_size=28, depth=2, embed_dim=64, num_heads=2
-    ),
-    "beit": lambda: timm.create_model(
-        "beit_base_patch16_224", num_classes=10, img_size=32, patch_size=8, depth=2, embed_dim=64, num_heads=2
-    ),
-    "swin": lambda: timm.create_model(
-        "swin_tiny_patch4_window7_224",
-        num_classes=10,
-        img_size=32,
-        window_size=4,
-        embed_dim=32,
-        depths=(1, 1),
-        num_heads=(1, 2),
-    ),
 }
 
 
@@ -224,6 +294,24 @@ def test_full_rank_kronecker_is_lossless(name):
 def test_family_without_adapter_points_to_generic_adapter(name):
     model = NO_ADAPTER[name]().eval()
     with torch.no_grad():  # a working model of the family, only not one the adapters know
-        assert model(images(32 if name != "eva02" else 28)).shape == (2, 10)
+        assert model(images(32)).shape == (2, 10)
     with pytest.raises(ValueError, match="GenericAdapter"):
         factorize(model, ranks="full")
+
+
+@pytest.mark.parametrize("name", list(NATIVE))
+def test_native_adapter_and_its_facts(name):
+    model = ZOO[name].build()
+    adapter = get_adapter(model)
+    assert adapter.family == NATIVE[name]
+    facts = adapter.describe(model)
+    if adapter.family == "swin":
+        stages = [s.blocks[0] for s in model.layers]
+        assert facts["depths"] == [len(s.blocks) for s in model.layers]
+        assert facts["embed_dims"] == [16, 32, 64, 128]
+        assert facts["head_dims"] == [16] * 4 and adapter.width_multiple(model) == 16
+        assert facts["window_sizes"] == [list(b.attn.window_size) for b in stages]
+    else:
+        assert facts["depth"] == 2 and facts["embed_dim"] == model.embed_dim
+        assert facts["head_dim"] * facts["num_heads"] == model.embed_dim
+        assert adapter.width_multiple(model) == facts["head_dim"]

@@ -1,0 +1,58 @@
+"""Adapter for timm's ``Eva``: EVA, EVA-02 (``eva02_*``) and the RoPE ViTs (``vit_*_rope_*``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from timm.models.eva import Eva
+from torch import nn
+
+from ._transformer import attention_head_dim, mlp_hidden, mlp_kind
+from .base import BackboneAdapter, BlockSequence, sequence_of
+
+
+class EvaAdapter(BackboneAdapter):
+    """One block sequence, ``model.blocks``, as for a ViT.
+
+    Templated (every ``nn.Linear`` in a block): ``attn.qkv`` ``(3D, D)`` or the separate
+    ``attn.q_proj`` / ``k_proj`` / ``v_proj`` ``(D, D)``, ``attn.proj``, a gated attention's
+    ``attn.gate``, and the MLP: ``fc1`` / ``fc2`` of a plain ``Mlp``, the packed ``fc1``
+    ``(2H, D)`` of a ``GluMlp`` (value and gate halves) or ``fc1_g`` / ``fc1_x`` ``(H, D)`` of a
+    ``SwiGLU``. Unit width d = gcd(D, H): d = D at mlp ratio 4, d = D / 3 for EVA-02's
+    ``H = 8D/3`` (192 -> 64). Dense remainder: ``q_bias`` / ``v_bias``, layer scales
+    ``gamma_1`` / ``gamma_2``, norms (the SwiGLU's hidden ``mlp.norm``, the attention's
+    ``attn.norm``), the embeddings, a mixed RoPE's learned ``rope.freqs``
+    ``(depth, 2, heads, head_dim / 4)`` and the head. ``k_bias`` (zeros) and the RoPE tables
+    of fixed frequencies are buffers that timm derives from the geometry.
+    """
+
+    family = "eva"
+    description = "timm Eva (EVA, EVA-02, RoPE ViTs)"
+
+    def matches(self, model: nn.Module) -> bool:
+        return isinstance(model, Eva)
+
+    def block_sequences(self, model: nn.Module) -> list[BlockSequence]:
+        return [sequence_of(model, "blocks")]
+
+    def width_multiple(self, model: nn.Module) -> int:
+        # Width must keep whole heads: d' = heads' * head_dim.
+        return attention_head_dim(model.blocks[0].attn)
+
+    def describe(self, model: nn.Module) -> dict[str, Any]:
+        block = model.blocks[0]
+        rope = getattr(model, "rope", None)
+        return {
+            "class": type(model).__name__,
+            "depth": len(model.blocks),
+            "embed_dim": model.embed_dim,
+            "num_heads": block.attn.num_heads,
+            "head_dim": attention_head_dim(block.attn),
+            "mlp_hidden": mlp_hidden(block.mlp),
+            "mlp": mlp_kind(block.mlp),
+            "rope": type(rope).__name__ if rope is not None else None,
+            "abs_pos_embed": model.pos_embed is not None,
+            "num_prefix_tokens": model.num_prefix_tokens,
+            "grid_size": list(model.patch_embed.grid_size),
+            "num_classes": model.num_classes,
+        }
