@@ -13,6 +13,7 @@ the blocks (stem, embeddings, down-sampling layers between stages, head).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -89,6 +90,12 @@ class BackboneAdapter:
         there is nothing to resize. ``initialize()`` then maps the width axes as usual, and a tensor
         that still does not fit stays at the target's init."""
         return None
+
+    def check_target(self, facts: Mapping[str, Any], target: nn.Module) -> None:
+        """Raise ValueError when ``target`` cannot be initialized from a template whose source
+        model :meth:`describe` gave ``facts``, with a message naming the sizes that work (e.g. a
+        ViT whose heads would be split). The core's own checks (families, block structure,
+        ranks) run regardless; the default adds none."""
 
     def describe(self, model: nn.Module) -> dict[str, Any]:
         """Size facts recorded in template files, e.g. depth and width."""

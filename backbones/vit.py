@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from timm.layers import resample_abs_pos_embed, resample_patch_embed
@@ -45,6 +46,30 @@ class ViTAdapter(BackboneAdapter):
             if list(value.shape[-2:]) != kernel:
                 return resample_patch_embed(value, kernel)
         return None
+
+    def check_target(self, facts: Mapping[str, Any], target: nn.Module) -> None:
+        """Whole heads of the template's head_dim, and the template's mlp ratio."""
+        if "head_dim" not in facts:
+            return
+        described = self.describe(target)
+        head_dim = int(facts["head_dim"])
+        tgt_head = self.width_multiple(target)
+        if tgt_head != head_dim:
+            width = described.get("embed_dim", "?")
+            raise ValueError(
+                f"the target's heads (head_dim {tgt_head}, embed_dim {width}) would split the template's "
+                f"heads of head_dim {head_dim}: use num_heads = embed_dim / {head_dim}, i.e. widths "
+                f"{[head_dim * h for h in range(1, 7)]}..."
+            )
+        if "mlp_hidden" in facts and "mlp_hidden" in described:
+            src_ratio = facts["mlp_hidden"] / facts["embed_dim"]
+            tgt_ratio = described["mlp_hidden"] / described["embed_dim"]
+            if src_ratio != tgt_ratio:
+                raise ValueError(
+                    f"different mlp ratio: the template's is {src_ratio:g}, the target's {tgt_ratio:g}; "
+                    f"create the target with mlp_ratio={src_ratio:g} (mlp hidden size "
+                    f"{int(src_ratio * described['embed_dim'])} for embed_dim {described['embed_dim']})"
+                )
 
     def describe(self, model: nn.Module) -> dict[str, Any]:
         attn = model.blocks[0].attn

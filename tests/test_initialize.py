@@ -11,9 +11,9 @@ from timm.models.resnet import BasicBlock, ResNet
 from torch import Tensor, nn
 
 from backbones import GenericAdapter
-from tucker_init import WeightTemplate, factorize, save_template
-from tucker_init.initialize import InitReport, LearnConfig, depth_map, initialize, width_map
-from tucker_init.initializers import (
+from tucker_init import InitReport, LearnConfig, WeightTemplate, factorize, initialize, save_template
+from tucker_init.resize.axis_maps import depth_map, width_map
+from tucker_init.resize.initializers import (
     expand_linear,
     fit_linear_expansion,
     get_initializer,

@@ -1,13 +1,20 @@
 """tucker_init: weight templates for initializing vision models of any depth and width."""
 
+# The shim module tucker_init.initialize, loaded here before the function of that name is bound:
+# loaded later (from experiments/) it would replace the function by the module.
+from . import initialize as _initialize_shim  # noqa: F401
 from .data import BatchLoader, ImageDataset, default_dataset, list_datasets, load_dataset
 from .factorized import FactorizedModel, factorize
-from .initialize import InitReport, LearnConfig, initialize
-from .initializers import get_initializer, list_initializers, register_initializer
 from .io import WeightTemplate, load_template, save_template, to_factorized
 from .layout import GroupLayout, ModelLayout, ParamSlot, build_layout
 from .mae import MaskedAutoencoder, MaskedConvAutoencoder, MaskedOutput, masked_model_for
 from .models import create_model
+from .resize.initialize import initialize
+from .resize.initializers import get_initializer, list_initializers, register_initializer
+from .resize.learn import LearnConfig
+from .resize.plan import ResizePlan, plan_resize
+from .resize.report import InitReport
+from .resize.target_weights import target_weights
 from .stochastic import WidthScaling
 from .template import TemplateConfig, reconstruct_group
 
@@ -25,6 +32,7 @@ __all__ = [
     "MaskedOutput",
     "ModelLayout",
     "ParamSlot",
+    "ResizePlan",
     "TemplateConfig",
     "WeightTemplate",
     "WidthScaling",
@@ -40,8 +48,10 @@ __all__ = [
     "load_dataset",
     "load_template",
     "masked_model_for",
+    "plan_resize",
     "reconstruct_group",
     "register_initializer",
     "save_template",
+    "target_weights",
     "to_factorized",
 ]

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from ..axis_maps import AxisMap, map_width, width_map
 from ..kronecker import kronecker_reconstruct, kronecker_svd
 from ..layout import GroupLayout, ModelLayout
+from ..resize.axis_maps import AxisMap, map_width, width_map
 from ..validation import rank_tuple
 from .base import Scalers, Template, TemplateKind, orthonormal
 
