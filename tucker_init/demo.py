@@ -1,7 +1,9 @@
 """The README's demo: pre-train a small ViT template with masked image modeling, initialize
 three target sizes from it, fine-tune each next to a randomly initialized twin, print the
-table and save plots. Every stage is skipped when its output exists, so an interrupted demo
-picks up where it stopped.
+table and write the results (``demo.json``: table rows, accuracy curves, provenance, the
+template's path). Every stage is skipped when its output exists, so an interrupted demo picks
+up where it stopped. The table files and figures are drawn from ``demo.json`` by
+``python -m analysis.demo_plots`` (``scripts/demo.sh`` runs both): the core draws nothing.
 """
 
 from __future__ import annotations
@@ -13,15 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from .data import default_dataset
-from .io import load_template
 from .pipeline import ModelSpec, finetune_model, init_model, load_model, pretrain, save_model
 from .train import TrainResult
 
-__all__ = ["DEMO_TARGETS", "run_demo"]
+__all__ = ["DEMO_RESULTS", "DEMO_TARGETS", "run_demo"]
 
 TEMPLATE = ModelSpec("vit", depth=6, width=128)
 TEMPLATE_RANKS = (36, 64, 64)
 DEMO_TARGETS = ((3, 64), (6, 128), (8, 192))  # smaller, same, deeper and wider than the template
+DEMO_RESULTS = "demo.json"  # in the output folder; what analysis.demo_plots reads
 
 
 def _params(model: Any) -> int:
@@ -60,10 +62,7 @@ def run_demo(
     device: str = "auto",
     data: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Run the demo end to end; returns the table rows (also written under ``out_dir``)."""
-    from analysis import plot_accuracy_vs_size, plot_accuracy_vs_steps, plot_scalers, plot_spectra, write_table
-    from analysis.spectra import template_spectra
-
+    """Run the demo end to end; returns the table rows (also written to ``out_dir/demo.json``)."""
     out = Path(out_dir)
     data = default_dataset() if data is None else data
     # Evaluations use a fixed, seeded subset of the test split to keep the demo short.
@@ -86,7 +85,6 @@ def run_demo(
             device=device,
             resume=(out / "pretrain" / "last.pt").is_file(),
         )
-    template = load_template(template_path)
 
     rows, curves = [], {}
     for depth, width in DEMO_TARGETS:
@@ -120,17 +118,14 @@ def run_demo(
             }
         )
 
-    print("[3/3] table and plots", flush=True)
+    print(f"[3/3] table and results ({DEMO_RESULTS})", flush=True)
     provenance = (
         f"{command} (seed {seed}, data {data}, {pre_steps} MAE steps at batch 128, {ft_steps} fine-tune steps "
         f"at batch {batch}, top-1 on {test_subset} test images)"
     )
-    write_table(rows, out / "table", provenance)
-    size_rows = [{"method": m, "size": r["size"], "top1": r[f"{m}_top1"]} for r in rows for m in ("random", "template")]
-    plot_accuracy_vs_size(size_rows, out / "accuracy_vs_size.png", provenance=provenance)
-    plot_accuracy_vs_steps(curves, out / "accuracy_vs_steps.png", provenance=provenance)
-    plot_spectra(template_spectra(template), out / "template_spectra.png", provenance=provenance)
-    plot_scalers(template, out / "scalers.png")
+    template = str(template_path.relative_to(out))
+    summary = {"rows": rows, "curves": curves, "provenance": provenance, "template": template}
+    (out / DEMO_RESULTS).write_text(json.dumps(summary, indent=1))
 
     header = f"{'size':<14}{'params':>10}{'random top1':>14}{'template top1':>16}{'delta':>8}"
     print(header)
@@ -138,5 +133,9 @@ def run_demo(
         print(
             f"{r['size']:<14}{r['params']:>10,}{r['random_top1']:>14.2f}{r['template_top1']:>16.2f}{r['delta']:>+8.2f}"
         )
-    print(f"[demo] done in {time.perf_counter() - start:.0f} s; table and plots in {out}", file=sys.stderr)
+    print(
+        f"[demo] done in {time.perf_counter() - start:.0f} s; results in {out / DEMO_RESULTS}; "
+        f"table files and figures: python -m analysis.demo_plots --out {out}",
+        file=sys.stderr,
+    )
     return rows
