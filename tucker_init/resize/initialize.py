@@ -109,7 +109,7 @@ def initialize(
     _require_learn(depth, width, learn)
     seed = check_int("seed", seed)
     check_materialized(target_model, "target_model")
-    wt = as_template(template)  # a detached copy: the source is never touched
+    wt = as_template(template)  # a FactorizedModel is copied out (detached, on the CPU): it is never touched
     plan = plan_resize(wt, target_model, *starting_rules(depth, width), adapter=adapter)
 
     report = InitReport(method=f"{wt.config.method} template (depth={depth}, width={width})")

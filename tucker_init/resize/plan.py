@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -277,7 +277,11 @@ class ResizePlan:
 
 
 def _target_template_keys(
-    source: ModelLayout, source_config: TemplateConfig, target: ModelLayout, config: TemplateConfig, matches
+    source: ModelLayout,
+    source_config: TemplateConfig,
+    target: ModelLayout,
+    config: TemplateConfig,
+    matches: Sequence[GroupMatch],
 ) -> tuple[tuple[str, str], ...]:
     """Per-group cores follow their matched template group (Tucker ``g{i}``, Kronecker components)."""
     src_keys, tgt_keys = template_keys(source, source_config), template_keys(target, config)
