@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from .axes import AxisRole, depth_axis, heads_axis, width_axis
 from .base import BackboneAdapter, BlockSequence, default_is_primary
 from .beit import BeitAdapter
 from .convnext import ConvNeXtAdapter
@@ -20,6 +21,7 @@ from .swin import SwinAdapter
 from .vit import ViTAdapter
 
 __all__ = [
+    "AxisRole",
     "BackboneAdapter",
     "BeitAdapter",
     "BlockSequence",
@@ -30,9 +32,12 @@ __all__ = [
     "SwinAdapter",
     "ViTAdapter",
     "default_is_primary",
+    "depth_axis",
     "get_adapter",
+    "heads_axis",
     "list_adapters",
     "register_adapter",
+    "width_axis",
 ]
 
 _REGISTRY: dict[str, type[BackboneAdapter]] = {}

@@ -19,6 +19,8 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
+from .axes import AxisRole
+
 __all__ = ["BackboneAdapter", "BlockSequence", "default_is_primary"]
 
 
@@ -103,3 +105,16 @@ class BackboneAdapter:
             "class": type(model).__name__,
             "depths": [len(s.block_names) for s in self.block_sequences(model)],
         }
+
+    def remainder_axes(self, model: nn.Module, name: str) -> tuple[AxisRole | None, ...] | None:
+        """What each axis of the non-templated tensor ``name`` of ``model`` indexes, where its
+        sizes alone do not tell ``initialize()``: a :class:`~backbones.axes.AxisRole` (channels,
+        heads or blocks of a block sequence) or ``None`` (an axis that keeps its size, after
+        :meth:`resize_remainder`), one entry per axis. ``None`` for the whole tensor: the default
+        rule, every axis of another size is a channel axis found by its size."""
+        return None
+
+    def is_derived(self, model: nn.Module, name: str) -> bool:
+        """Whether ``name`` is a buffer that ``model`` computes from its geometry (attention masks,
+        RoPE tables, index tables): ``initialize()`` leaves the target's own value."""
+        return False
