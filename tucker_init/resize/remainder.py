@@ -23,9 +23,11 @@ import torch
 from torch import Tensor, nn
 
 from backbones import BackboneAdapter
+from backbones.axes import AxisRole
 
 from ..layout import ModelLayout
 from .axis_maps import AxisMap, width_map
+from .axis_roles import AxisRoles
 
 if TYPE_CHECKING:
     from .plan import GroupMatch
@@ -179,6 +181,22 @@ def _changes(maps: Sequence[AxisMap | None]) -> tuple[bool, bool]:
 
 # A planned tensor: (map or None, its report entry, the source shape that did not fit or None).
 _Planned = tuple[TensorMap | None, str, tuple[int, ...] | None]
+# The adapter's roles of a tensor's axes (``remainder_axes``; None: the size rule) and their resolver.
+_Axes = tuple[tuple[AxisRole | None, ...] | None, AxisRoles]
+
+
+def _maps(
+    axes: _Axes,
+    src_shape: tuple[int, ...],
+    tgt_shape: tuple[int, ...],
+    candidates: Sequence[Candidate],
+    unit: Unit | None,
+) -> list[AxisMap | None] | None:
+    """The axis maps by the adapter's roles where it names them, else by the axes' sizes."""
+    roles, resolver = axes
+    if roles is not None:
+        return resolver.maps(roles, src_shape, tgt_shape)
+    return _axis_maps_for(src_shape, tgt_shape, candidates, unit)
 
 
 def _plan_global(
@@ -189,6 +207,7 @@ def _plan_global(
     adapter: BackboneAdapter,
     candidates: Sequence[Candidate],
     unit: Unit | None,
+    axes: _Axes,
 ) -> _Planned:
     """A tensor outside the blocks (stem, embeddings, final norm, head), by the same name."""
     src = source_state.get(name)
@@ -198,7 +217,7 @@ def _plan_global(
         resized = adapter.resize_remainder(target, name, src)
     if resized is not None:  # e.g. a position embedding on another patch grid
         src = resized
-    maps = _axis_maps_for(tuple(src.shape), tuple(current.shape), candidates, unit)
+    maps = _maps(axes, tuple(src.shape), tuple(current.shape), candidates, unit)
     if maps is None:
         return None, "target-init", tuple(src.shape)
     interp, changed = _changes(maps)
@@ -216,9 +235,13 @@ def _plan_block(
     block: str,
     m: GroupMatch,
     l_new: int,
+    target: nn.Module,
+    adapter: BackboneAdapter,
+    axes: _Axes,
 ) -> _Planned:
-    """A block-level tensor: depth map over the matched template group's blocks, then the
-    group's own width map (tiled over each axis's chunks of d)."""
+    """A block-level tensor: depth map over the matched template group's blocks, resized by the
+    adapter (e.g. a relative position table for another window), then the group's own width
+    map (tiled over each axis's chunks of d)."""
     rel = name[len(block) + 1 :]
     src_blocks = source_layout.groups[m.source].block_names
     lo, hi, t = int(m.depth.lo[l_new]), int(m.depth.hi[l_new]), float(m.depth.t[l_new])
@@ -228,14 +251,19 @@ def _plan_block(
     shape = tuple(source_state[a_name].shape)
     if t and tuple(source_state[b_name].shape) != shape:
         return None, "target-init", tuple(source_state[b_name].shape)
+    with torch.no_grad():  # only its shape matters here
+        resized = adapter.resize_remainder(target, name, source_state[a_name])
+    if resized is not None:
+        shape = tuple(resized.shape)
     g_src, g_tgt = source_layout.groups[m.source], target_layout.groups[m.target]
-    maps = _axis_maps_for(shape, tuple(current.shape), [(g_src.width, g_tgt.width, m.width)])
+    maps = _maps(axes, shape, tuple(current.shape), [(g_src.width, g_tgt.width, m.width)], None)
     if maps is None:
         return None, "target-init", shape
     interp, changed = _changes(maps)
+    interp |= resized is not None
     label = "interpolated" if t or interp else ("selected" if changed or a_name != name else "copied")
     sources = (a_name, b_name) if t else (a_name,)
-    return _tensor_map(name, sources, t, False, maps, current, label), label, None
+    return _tensor_map(name, sources, t, resized is not None, maps, current, label), label, None
 
 
 def _enclosing_block(name: str, blocks: Mapping[str, Any]) -> str | None:
@@ -258,8 +286,9 @@ def plan_remainder(
 ) -> RemainderPlan:
     """How each non-templated tensor of ``target_state`` comes from ``source_state`` (the
     source's remainder parameters and float buffers): by the depth map of its block's group and
-    the width maps, or by name outside the blocks. Source tensors that do not fit the target are
-    listed as misfits; the target keeps its own init there."""
+    the width maps, or by name outside the blocks; axes by the adapter's ``remainder_axes`` where
+    it names them. Source tensors that do not fit the target are listed as misfits; the target
+    keeps its own init there, and for buffers the adapter calls derived (``is_derived``)."""
     templated = target_layout.templated_names()
     block_of: dict[str, tuple[GroupMatch, int]] = {}
     for m in matches:
@@ -268,16 +297,23 @@ def plan_remainder(
     candidates: list[Candidate] = [
         (source_layout.groups[m.source].width, target_layout.groups[m.target].width, m.width) for m in matches
     ]
+    resolver = AxisRoles(source_layout, target_layout, matches)
     tensors, entries, misfits = [], [], []
     for name, current in target_state.items():
         if name in templated:
             continue
+        if adapter.is_derived(target, name):  # computed by the target from its geometry
+            entries.append((name, "target-init"))
+            continue
+        axes = (adapter.remainder_axes(target, name), resolver)
         block = _enclosing_block(name, block_of)
         if block is None:
-            planned = _plan_global(name, current, source_state, target, adapter, candidates, unit)
+            planned = _plan_global(name, current, source_state, target, adapter, candidates, unit, axes)
         else:
             m, l_new = block_of[block]
-            planned = _plan_block(name, current, source_state, source_layout, target_layout, block, m, l_new)
+            planned = _plan_block(
+                name, current, source_state, source_layout, target_layout, block, m, l_new, target, adapter, axes
+            )
         tensor_map, label, misfit = planned
         entries.append((name, label))
         if tensor_map is not None:
