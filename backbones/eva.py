@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from timm.models.eva import Eva
-from torch import nn
+from torch import Tensor, nn
 
-from ._transformer import attention_head_dim, mlp_hidden, mlp_kind
+from ._transformer import attention_head_dim, check_heads_and_mlp, mlp_hidden, mlp_kind
+from .axes import AxisRole, depth_axis, heads_axis
 from .base import BackboneAdapter, BlockSequence, sequence_of
+from .vit import ViTAdapter
 
 
 class EvaAdapter(BackboneAdapter):
@@ -24,6 +27,11 @@ class EvaAdapter(BackboneAdapter):
     ``attn.norm``), the embeddings, a mixed RoPE's learned ``rope.freqs``
     ``(depth, 2, heads, head_dim / 4)`` and the head. ``k_bias`` (zeros) and the RoPE tables
     of fixed frequencies are buffers that timm derives from the geometry.
+
+    For ``initialize()``: the learned ``rope.freqs`` ``(2, depth, heads, head_dim / 2)`` follows
+    the depth map and keeps whole heads (:meth:`remainder_axes`); the RoPE buffers and
+    ``k_bias`` are the target's own (:meth:`is_derived`); the position embedding and patch kernel
+    are resampled for another grid or patch size as for a ViT.
     """
 
     family = "eva"
@@ -56,3 +64,22 @@ class EvaAdapter(BackboneAdapter):
             "grid_size": list(model.patch_embed.grid_size),
             "num_classes": model.num_classes,
         }
+
+    def remainder_axes(self, model: nn.Module, name: str) -> tuple[AxisRole | None, ...] | None:
+        """A mixed RoPE's learned frequencies: one row per block, one column per head."""
+        if name == "rope.freqs" and model.rope.freqs.ndim == 4:
+            head_dim = attention_head_dim(model.blocks[0].attn)
+            return (None, depth_axis("blocks"), heads_axis("blocks", head_dim), None)
+        return None
+
+    def is_derived(self, model: nn.Module, name: str) -> bool:
+        """Buffers timm computes from the geometry: the RoPE tables and the zero ``k_bias``."""
+        return name in dict(model.named_buffers()) and (name.startswith("rope.") or name.endswith(".attn.k_bias"))
+
+    def resize_remainder(self, model: nn.Module, name: str, value: Tensor) -> Tensor | None:
+        """The position embedding and patch kernel for another grid or patch size, as for a ViT."""
+        return ViTAdapter().resize_remainder(model, name, value)
+
+    def check_target(self, facts: Mapping[str, Any], target: nn.Module) -> None:
+        """The template's head_dim and mlp ratio, and whole heads in the unit width."""
+        check_heads_and_mlp(facts, self.describe(target))
