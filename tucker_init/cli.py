@@ -7,7 +7,9 @@
     tucker-init demo
 
 Every command prints where it wrote its outputs; training commands write metrics as JSON
-lines and a checkpoint that ``--resume`` continues from. Under ``torchrun`` the training
+lines and a checkpoint that ``--resume`` continues from. ``--config run.yaml`` reads options
+from a file (command-line flags override it) and each command that writes outputs leaves its
+resolved options as ``args.yaml`` there (:mod:`tucker_init.run_config`). Under ``torchrun`` the training
 commands run data-parallel (``--batch-size`` is the global batch).
 
 A user error (a bad option value, an option the command would ignore, a missing or wrong
@@ -235,7 +237,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=COUNT, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--data", default=None)
+    for command in sub.choices.values():
+        command.add_argument(
+            "--config",
+            metavar="YAML",
+            help="options from a YAML file (keys = option names); flags given here override it",
+        )
     return parser
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The subcommand parsers by name."""
+    return next(a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction))
 
 
 # -- from options to library arguments -------------------------------------------------------------
@@ -432,14 +445,34 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; user errors exit with status 2 and one line on stderr (see the module doc)."""
-    args = build_parser().parse_args(argv)
+    from .run_config import expand_config
+
+    parser = build_parser()
+    try:
+        argv = expand_config(sys.argv[1:] if argv is None else argv, _commands(parser))
+    except (ValueError, FileNotFoundError) as err:
+        fail(err)
+    args = parser.parse_args(argv)
     try:
         COMMANDS[args.command](args)
+        _save_args(args)
     except _user_errors() as err:
         if os.environ.get("TUCKER_INIT_TRACEBACK"):
             raise
         fail(err)
     return 0
+
+
+def _save_args(args: argparse.Namespace) -> None:
+    """The resolved options beside a finished command's outputs (``--config`` repeats the run):
+    ``OUT/args.yaml`` for folders, ``NAME.args.yaml`` beside an ``init`` model file."""
+    from .run_config import write_args_yaml
+
+    if args.command in ("pretrain", "finetune", "demo"):
+        write_args_yaml(args, args.out)
+    elif args.command == "init":
+        out = Path(args.out)
+        write_args_yaml(args, out.parent, f"{out.stem}.args.yaml")
 
 
 if __name__ == "__main__":

@@ -60,10 +60,16 @@ def _features_and_logits(model: nn.Module, images: Tensor) -> tuple[Tensor, Tens
 
 
 def _probe_widths(student: nn.Module, teacher: nn.Module, images: Tensor) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Token shapes ``(N, C)`` of student and teacher on one image, without grad."""
-    with torch.no_grad():
-        s, _ = _run(student, images[:1])
-        t, _ = _features_and_logits(teacher, images[:1])
+    """Token shapes ``(N, C)`` of student and teacher on one image, without grad (in eval mode:
+    batch norm cannot train on a single image)."""
+    was_training = student.training
+    student.eval()
+    try:
+        with torch.no_grad():
+            s, _ = _run(student, images[:1])
+            t, _ = _features_and_logits(teacher, images[:1])
+    finally:
+        student.train(was_training)
     return tuple(token_features(s).shape[1:]), tuple(token_features(t).shape[1:])
 
 

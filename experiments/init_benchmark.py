@@ -1,0 +1,449 @@
+"""Equal-cost benchmark of initializers (issue 12.5): which start gives the best fine-tuned model at
+each target size when every pre-trained source costs the same?
+
+Targets: ViTs L3 w64, L3 w128, L3 w192, L6 w128, L12 w192 and two ResNet-D sizes. Every source is
+pre-trained on the unlabelled training images at the size of the largest target (ViT L12 w192,
+ResNet-D L2 w32, at 32 px at least), so one source serves every target; methods:
+
+- ``random``: timm's init of the target (no pre-training).
+- ``weight_selection`` / ``linear_expansion``: from a dense model pre-trained with MAE (cost C).
+- ``kronecker`` / ``tucker_mae``: a Kronecker / Tucker template pre-trained with MAE (cost C).
+- ``tucker_distill``: a dense MAE teacher (C/2), then a Tucker template (random start) trained
+  to match its token features (C/2), see :mod:`tucker_init.distill`.
+- ``tucker_refine``: compress, then refine: the same C/2 teacher, its HOSVD at the template's
+  ranks, refined by feature distillation from it (C/2).
+- ``direct``: each target pre-trained itself with MAE for the dense source's steps (each target
+  pays its own; serving all five ViTs pays the sum).
+
+Cost is counted in training FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` on one forward +
+backward step of each source job (matrix products and convolutions; a factorized step includes
+its reconstruction, a distillation step the teacher's forward), times its steps. Jobs are given
+the steps that make their FLOPs equal to C (the dense MAE source's). Templates initialize
+targets with the library's rules (depth ``interpolate``, width ``slice``).
+
+Every target is fine-tuned with the same budget (the ``small_finetune`` recipe, a labelled subset
+of the training images, seeds 0-2: the target's own init, the subset and the data order) and
+scored on the same test images. Random init's top-1 at 3/4 of the steps and at the end shows
+whether the budget is long enough (the issue asks for a rise of less than 1 point).
+
+Run (from the repository root):
+
+    .venv/bin/python -m experiments.init_benchmark --preset quick   # ~1 h on 2 CPU cores, 16 px
+    .venv/bin/python -m experiments.init_benchmark --preset full    # 32 px, longer (not run here)
+    .venv/bin/python -m experiments.init_benchmark --preset smoke   # seconds; for the tests
+
+Outputs in ``results/init_benchmark/<preset>/``: ``runs.csv`` (one row per target, method and
+seed: ``target, method, recipe, seed, top1, pretrain_cost`` plus the top-1 curve), ``sources.csv``
+(steps, FLOPs per step and cost of every source) and ``init_benchmark.png`` (mean ViT top-1
+against the cost of serving all five ViT sizes). ``--publish`` copies the CSV and the figure to
+``docs/results/`` and ``docs/figures/``. Finished runs are kept, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shlex
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from tucker_init import factorize, get_initializer, load_template
+from tucker_init.distill import Distillation
+from tucker_init.mae import masked_model_for
+from tucker_init.pipeline import ModelSpec, finetune_model, load_model, pretrain
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = (
+    "random",
+    "weight_selection",
+    "linear_expansion",
+    "kronecker",
+    "tucker_mae",
+    "tucker_distill",
+    "tucker_refine",
+    "direct",
+)
+CSV_COLUMNS = ("target", "method", "recipe", "seed", "top1", "pretrain_cost", "top1_at_3_4", "family", "steps")
+
+
+# -- plan ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Family:
+    """One backbone family's source size, targets and template ranks."""
+
+    name: str
+    source: ModelSpec
+    targets: tuple[ModelSpec, ...]
+    ranks: tuple[int, int, int]
+    kron_ranks: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Sizes and budgets of one benchmark setting."""
+
+    families: tuple[Family, ...]
+    source_steps: int  # the dense MAE source's steps; every other source gets its FLOPs
+    pretrain_batch: int
+    finetune_steps: int
+    finetune_batch: int
+    finetune_subset: int  # labelled training images
+    test_subset: int
+    seeds: tuple[int, ...] = (0, 1, 2)
+    data: str = "fashion_mnist"
+
+
+def _vit(depth: int, width: int, img: int) -> ModelSpec:
+    return ModelSpec("vit", depth=depth, width=width, img_size=img, patch_size=4)
+
+
+def _resnet(depth: int, width: int, img: int) -> ModelSpec:
+    return ModelSpec("resnetd", depth=depth, width=width, img_size=img, patch_size=None)
+
+
+def _families(img: int, vit_sizes: Sequence[tuple[int, int]], resnet_sizes: Sequence[tuple[int, int]]) -> tuple:
+    vit = Family("vit", _vit(12, 192, img), tuple(_vit(d, w, img) for d, w in vit_sizes), (48, 96, 96), (64, 32, 32))
+    img = max(img, 32)  # the masked CNN objective needs images of at least the total stride (32)
+    resnet_source = _resnet(2, 32, img)
+    resnet = Family("resnet", resnet_source, tuple(_resnet(d, w, img) for d, w in resnet_sizes), (9, 32, 32), (8, 8, 8))
+    return (vit, resnet)
+
+
+VIT_TARGETS = ((3, 64), (3, 128), (3, 192), (6, 128), (12, 192))
+RESNET_TARGETS = ((2, 16), (1, 32))
+PRESETS = {
+    "quick": Preset(_families(16, VIT_TARGETS, RESNET_TARGETS), 300, 128, 160, 32, 1000, 1000),
+    "full": Preset(_families(32, VIT_TARGETS, RESNET_TARGETS), 2000, 128, 1000, 64, 5000, 5000),
+    "smoke": Preset(
+        (
+            Family("vit", _vit(2, 64, 16), (_vit(1, 64, 16), _vit(2, 64, 16)), (4, 16, 16), (4, 2, 2)),
+            Family("resnet", _resnet(1, 16, 32), (_resnet(1, 16, 32),), (2, 8, 8), (2, 2, 2)),
+        ),
+        4,
+        16,
+        4,
+        16,
+        64,
+        64,
+        seeds=(0,),
+        data="digits",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class SourceJob:
+    """One pre-training job: ``kind`` dense | tucker | kronecker, objective mae | distill,
+    ``share`` its cost as a fraction of C; ``teacher`` / ``init_from``: another job's name."""
+
+    name: str
+    kind: str
+    objective: str = "mae"
+    share: float = 1.0
+    teacher: str | None = None
+    init_from: str | None = None
+    spec: ModelSpec | None = None  # None: the family's source size
+
+
+def source_jobs(family: Family) -> list[SourceJob]:
+    """The sources of one family, in the order they must run (teachers first)."""
+    jobs = [
+        SourceJob("dense_mae", "dense"),
+        SourceJob("kronecker", "kronecker"),
+        SourceJob("tucker_mae", "tucker"),
+        SourceJob("teacher_half", "dense", share=0.5),
+        SourceJob("tucker_distill", "tucker", "distill", 0.5, teacher="teacher_half"),
+        SourceJob("tucker_refine", "tucker", "distill", 0.5, teacher="teacher_half", init_from="teacher_half"),
+    ]
+    # A target of the source's own size is pre-trained directly by the dense MAE job itself.
+    return jobs + [SourceJob(f"direct_{_size(t)}", "dense", spec=t) for t in family.targets if t != family.source]
+
+
+def _size(spec: ModelSpec) -> str:
+    return f"{spec.family}-L{spec.depth}w{spec.width}"
+
+
+def _direct(target: ModelSpec, family: Family) -> str:
+    """The source job that pre-trained ``target`` directly."""
+    return "dense_mae" if target == family.source else f"direct_{_size(target)}"
+
+
+# -- cost ------------------------------------------------------------------------------------------
+def step_flops(job: SourceJob, family: Family, batch: int, teacher: torch.nn.Module | None) -> int:
+    """Training FLOPs of one step of ``job`` (forward + backward, batch ``batch``)."""
+    spec = job.spec or family.source
+    torch.manual_seed(0)
+    model = spec.build()
+    ranks = family.ranks if job.kind == "tucker" else family.kron_ranks
+    encoder = model if job.kind == "dense" else factorize(model, ranks=ranks, method=job.kind, init="random")
+    if job.objective == "distill":
+        task = Distillation(encoder, teacher, image_size=spec.img_size)
+    else:
+        extra = {} if spec.family == "vit" else {"patch_size": max(1, spec.img_size // 4)}
+        task = masked_model_for(encoder, **extra)
+    images = torch.randn(batch, 3, spec.img_size, spec.img_size)
+    with FlopCounterMode(display=False) as counter:
+        task(images).loss.backward()
+    return int(counter.get_total_flops())
+
+
+# -- run: sources ----------------------------------------------------------------------------------
+def run_source(job: SourceJob, family: Family, preset: Preset, out: Path, done: dict[str, dict]) -> dict:
+    """Pre-train one source (cached: a finished job's record is reused); returns its record."""
+    record_path = out / "sources" / family.name / job.name / "source.json"
+    if record_path.is_file():
+        return json.loads(record_path.read_text())
+    spec = job.spec or family.source
+    teacher_path = done[job.teacher]["path"] if job.teacher else None
+    teacher = load_model(teacher_path)[0] if teacher_path else None
+    flops = step_flops(job, family, preset.pretrain_batch, teacher)
+    dense_flops = done["dense_mae"]["flops_per_step"] if "dense_mae" in done else flops
+    cost_target = job.share * preset.source_steps * dense_flops
+    steps = preset.source_steps if job.spec is not None or job.name == "dense_mae" else round(cost_target / flops)
+    log(f"{family.name} source {job.name}: {steps} steps x {flops / 1e9:.2f} GFLOP")
+    ranks = family.ranks if job.kind == "tucker" else family.kron_ranks
+    result = pretrain(
+        spec,
+        preset.data,
+        record_path.parent,
+        ranks=ranks,
+        method="tucker" if job.kind == "dense" else job.kind,
+        dense=job.kind == "dense",
+        objective=job.objective,
+        teacher=teacher,
+        init_from=done[job.init_from]["path"] if job.init_from else None,
+        steps=max(1, steps),
+        batch_size=preset.pretrain_batch,
+        seed=0,
+        resume=(record_path.parent / "last.pt").is_file(),
+    )
+    own_cost = steps * flops
+    record = {
+        "name": job.name,
+        "family": family.name,
+        "path": str(result.path),
+        "steps": steps,
+        "flops_per_step": flops,
+        "own_cost": own_cost,
+        "cost": own_cost + (done[job.teacher]["cost"] if job.teacher else 0),
+        "final_loss": result.train.loss,
+    }
+    record_path.write_text(json.dumps(record))
+    return record
+
+
+# -- run: targets ----------------------------------------------------------------------------------
+def init_target(
+    method: str, target: ModelSpec, family: Family, seed: int, sources: dict[str, dict]
+) -> torch.nn.Module | None:
+    """The target initialized by ``method``, or ``None`` where the method cannot reach it."""
+    torch.manual_seed(seed)
+    model = target.build()
+    dense = lambda name: load_model(sources[name]["path"])[0]  # noqa: E731
+    try:
+        if method == "random":
+            return get_initializer("random")(model, seed=seed)
+        if method in ("weight_selection", "linear_expansion"):
+            return get_initializer(method)(model, dense("dense_mae"))
+        if method == "direct":
+            return get_initializer("pretrained")(model, dense(_direct(target, family)))
+        template = load_template(sources[method]["path"])
+        kind = "kronecker" if method == "kronecker" else "tucker"
+        return get_initializer(kind)(model, template, seed=seed)
+    except ValueError as err:  # e.g. Kronecker templates and ResNet width changes
+        log(f"  {method} cannot initialize {_size(target)}: {err}")
+        return None
+
+
+def method_cost(method: str, family: Family, sources: dict[str, dict]) -> float:
+    """Pre-training FLOPs behind ``method``'s source for one family (direct: all targets)."""
+    if method == "random":
+        return 0.0
+    if method == "direct":
+        return float(sum(sources[_direct(t, family)]["cost"] for t in family.targets))
+    name = "dense_mae" if method in ("weight_selection", "linear_expansion") else method
+    return float(sources[name]["cost"])
+
+
+def run_target(
+    method: str, target: ModelSpec, family: Family, seed: int, preset: Preset, out: Path, sources: dict
+) -> dict | None:
+    """Fine-tune one initialized target (cached); returns its CSV row, ``None`` if unreachable."""
+    path = out / "runs" / f"{_size(target)}-{method}-{seed}.json"
+    if path.is_file():
+        row = json.loads(path.read_text())
+        return row or None
+    model = init_target(method, target, family, seed, sources)
+    row: dict[str, Any] = {}
+    if model is not None:
+        result = finetune_model(
+            model,
+            preset.data,
+            steps=preset.finetune_steps,
+            batch_size=preset.finetune_batch,
+            eval_every=max(1, preset.finetune_steps // 4),
+            image_size=target.img_size,
+            seed=seed,
+            train_subset=preset.finetune_subset,
+            test_subset=preset.test_subset,
+        )
+        curve = {e["step"]: e["top1"] for e in result.evals}
+        three_quarters = max((s for s in curve if s <= 0.75 * preset.finetune_steps), default=None)
+        row = {
+            "target": _size(target),
+            "family": target.family,
+            "method": method,
+            "recipe": "small_finetune",
+            "seed": seed,
+            "top1": round(result.final_eval["top1"], 3),
+            "top1_at_3_4": None if three_quarters is None else round(curve[three_quarters], 3),
+            "steps": preset.finetune_steps,
+        }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(row))
+    return row or None
+
+
+# -- summarize and report --------------------------------------------------------------------------
+@dataclass
+class Summary:
+    """Mean and std of top-1 per (target, method), and the rows behind them."""
+
+    rows: list[dict]
+    cells: dict[tuple[str, str], tuple[float, float, int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        groups: dict[tuple[str, str], list[float]] = {}
+        for r in self.rows:
+            groups.setdefault((r["target"], r["method"]), []).append(r["top1"])
+        for key, values in groups.items():
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            self.cells[key] = (statistics.mean(values), std, len(values))
+
+    def table(self, targets: Sequence[str]) -> str:
+        lines = ["| target | " + " | ".join(METHODS) + " |", "|---" * (len(METHODS) + 1) + "|"]
+        for t in targets:
+            cells = [self.cells.get((t, m)) for m in METHODS]
+            text = [f"{c[0]:.1f} ± {c[1]:.1f}" if c else "n/a" for c in cells]
+            lines.append(f"| {t} | " + " | ".join(text) + " |")
+        return "\n".join(lines)
+
+    def plateau(self) -> list[str]:
+        """Random init's rise over the last quarter of fine-tuning, per target (mean of seeds)."""
+        out = []
+        for t in sorted({r["target"] for r in self.rows}):
+            pairs = [(r["top1_at_3_4"], r["top1"]) for r in self.rows if r["target"] == t and r["method"] == "random"]
+            if pairs and all(a is not None for a, _ in pairs):
+                rise = statistics.mean(b - a for a, b in pairs)
+                verdict = "ok" if rise < 1 else ">= 1: too short"
+                out.append(f"{t}: random init {rise:+.2f} points over the last quarter ({verdict})")
+        return out
+
+
+def plot(summary: Summary, rows: list[dict], path: Path) -> None:
+    """Mean ViT top-1 over the five sizes against the cost of serving all of them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    vit_targets = sorted({r["target"] for r in rows if r["family"] == "vit"})
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method in METHODS:
+        cells = [summary.cells.get((t, method)) for t in vit_targets]
+        if not cells or any(c is None for c in cells):
+            continue
+        cost = next(r["pretrain_cost"] for r in rows if r["method"] == method and r["family"] == "vit")
+        mean = statistics.mean(c[0] for c in cells)
+        ax.scatter(max(cost, 1e9) / 1e12, mean, s=40)
+        ax.annotate(method, (max(cost, 1e9) / 1e12, mean), textcoords="offset points", xytext=(5, 3), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("pre-training cost of serving all ViT sizes (TFLOP; random init drawn at 0.001)")
+    ax.set_ylabel(f"mean fine-tuned top-1 over {len(vit_targets)} ViT sizes (%)")
+    ax.set_title("Equal-cost initializers (3 seeds)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: r.get(k) for k in CSV_COLUMNS} for r in rows)
+
+
+# -- main ------------------------------------------------------------------------------------------
+_T0 = time.perf_counter()
+
+
+def log(message: str) -> None:
+    print(f"[{time.perf_counter() - _T0:7.1f}s] {message}", flush=True)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (smoke: 0)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--out", type=Path, default=None, help="default results/init_benchmark/PRESET")
+    parser.add_argument("--publish", action="store_true", help="copy the CSV and figure into docs/")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> Summary:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    preset = PRESETS[args.preset]
+    preset = replace(preset, seeds=tuple(args.seeds)) if args.seeds else preset
+    out = args.out or ROOT / "results" / "init_benchmark" / args.preset
+    out.mkdir(parents=True, exist_ok=True)
+    command = shlex.join(["python", "-m", "experiments.init_benchmark", *(sys.argv[1:] if argv is None else argv)])
+    rows: list[dict] = []
+    source_rows: list[dict] = []
+    for family in preset.families:
+        sources: dict[str, dict] = {}
+        for job in source_jobs(family):
+            sources[job.name] = run_source(job, family, preset, out, sources)
+        source_rows += sources.values()
+        for target in family.targets:
+            for method in args.methods:
+                for seed in preset.seeds:
+                    row = run_target(method, target, family, seed, preset, out, sources)
+                    if row is not None:
+                        rows.append({**row, "pretrain_cost": method_cost(method, family, sources)})
+                        log(f"{row['target']} {method} seed {seed}: top1 {row['top1']:.2f}")
+    summary = Summary(rows)
+    write_csv(rows, out / "runs.csv")
+    with (out / "sources.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(source_rows[0]))
+        writer.writeheader()
+        writer.writerows(source_rows)
+    plot(summary, rows, out / "init_benchmark.png")
+    targets = list(dict.fromkeys(r["target"] for r in rows))
+    report = "\n".join([f"`{command}`", "", summary.table(targets), "", *summary.plateau()])
+    (out / "init_benchmark.md").write_text(report + "\n")
+    print(report)
+    if args.publish:
+        shutil.copy(out / "runs.csv", ROOT / "docs" / "results" / "init_benchmark.csv")
+        shutil.copy(out / "sources.csv", ROOT / "docs" / "results" / "init_benchmark_sources.csv")
+        shutil.copy(out / "init_benchmark.png", ROOT / "docs" / "figures" / "init_benchmark.png")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
