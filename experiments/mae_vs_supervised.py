@@ -24,74 +24,47 @@ reference on both tasks:
 
 Run (from the repository root):
 
-    .venv/bin/python experiments/mae_vs_supervised.py --quick   # ~4-5 min (estimate) on a 2-core CPU, 1 seed
-    .venv/bin/python experiments/mae_vs_supervised.py           # full: 3 seeds, larger target, ~2-2.5 h on CPU
-    .venv/bin/python experiments/mae_vs_supervised.py --smoke   # seconds; for the tests only
+    python -m experiments.mae_vs_supervised --quick   # ~4-5 min (estimate) on a 2-core CPU, 1 seed
+    python -m experiments.mae_vs_supervised           # full: 3 seeds, larger target, ~2-2.5 h on CPU
+    python -m experiments.mae_vs_supervised --smoke   # seconds; for the tests only
 
-Outputs under ``results/mae_vs_supervised/<setting>/``: ``mae_vs_supervised.md`` (command line,
+Outputs under ``results/mae_vs_supervised/<mode>/``: ``mae_vs_supervised.md`` (command line,
 settings, table, conclusion), ``mae_vs_supervised.csv`` (the table), ``runs.csv`` (every run),
-``classification.png``, ``segmentation.png``, ``segmentation_examples.png``. Finished stages are cached
-under ``cache/<settings hash>/`` (the hash covers the settings, not the code: delete ``cache/`` after
-changing the script).
+``classification.png``, ``segmentation.png``, ``segmentation_examples.png``. The templates go to the
+shared source cache (``--cache``), finished runs to ``runs/`` (keyed by the settings, not the code:
+delete ``runs/`` after changing the script).
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script: make the library importable without installing it
-    sys.path.insert(0, str(ROOT))
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
-
-from analysis import aggregate, write_table  # noqa: E402
-from analysis.report import new_figure, save_figure  # noqa: E402
-from experiments._ablation import (  # noqa: E402
-    Progress,
-    block_norm_ratio,
-    build_target,
-    cached,
-    cached_weights,
-    command_string,
-    finetune_classifier,
-    git_revision,
-    linear_probe,
-    load_splits,
-    make_parser,
-    masked_model,
-    noise_margin,
-    pretrain_config,
-    resolve_setting,
-    run_main,
-    settings_hash,
-    step_seconds,
-    subset,
-    verdict,
-)
-from tucker_init.data import BatchLoader, ImageDataset, load_dataset  # noqa: E402
-from tucker_init.factorized import factorize  # noqa: E402
-from tucker_init.io import save_template  # noqa: E402
-from tucker_init.mae import unpatchify  # noqa: E402
-from tucker_init.pipeline import ModelSpec  # noqa: E402
-from tucker_init.stochastic import WidthScaling  # noqa: E402
-from tucker_init.train import (  # noqa: E402
-    classification_loss,
-    evaluate,
-    masked_image_loss,
-    train,
-)
-from tucker_init.training.recipes import get_recipe  # noqa: E402
+from analysis import aggregate, write_table
+from analysis.report import new_figure, save_figure
+from experiments.harness.cache import cached_run, settings_of
+from experiments.harness.cli import Context, entry_point, resolve_setting
+from experiments.harness.data import Splits, fixed_test_loader, load_splits
+from experiments.harness.estimate import Job, Progress, estimate_seconds, fmt_duration, log
+from experiments.harness.measure import block_norm_ratio, linear_probe, noise_margin, verdict
+from experiments.harness.provenance import md_table, mean_std, report_header, write_report
+from experiments.harness.runs import init_target
+from experiments.harness.settings import BUDGETS, AblationSetting
+from experiments.harness.sources import Source, SourceSpec, ensure_source, source_job
+from tucker_init import ImageDataset, load_dataset, load_template, to_factorized
+from tucker_init.mae import unpatchify
+from tucker_init.pipeline import ModelSpec
+from tucker_init.train import evaluate, train
+from tucker_init.training.recipes import get_recipe
 
 NAME = "mae_vs_supervised"
 OBJECTIVES = ("mae", "supervised")
@@ -99,118 +72,30 @@ INITS = ("random", *OBJECTIVES)
 
 
 # -- settings --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Setting:
-    """Everything that decides the numbers of a run (hashed into the cache folder name)."""
+@dataclass(frozen=True, kw_only=True)
+class Setting(AblationSetting):
+    """The comparison's setting: the target both templates initialize, their ranks, and the
+    segmentation task."""
 
-    name: str
-    data: str
-    img_size: int
-    patch_size: int
-    depth: int  # template source size
-    width: int
-    target: tuple[int, int]  # (depth, width) of the target both templates initialize
-    ranks: tuple[int, int, int]
-    scaling: str
-    pretrain_steps: int
-    pretrain_subset: int | None
-    finetune_steps: int
-    train_subset: int | None
-    test_subset: int | None
-    probe_train: int
+    target: tuple[int, int]  # (depth, width)
+    ranks: tuple[int, int, int] = (24, 64, 64)
     seg_train: int  # composite images for the segmentation task
     seg_test: int
     seg_steps: int
-    batch_size: int
-    pretrain_lr: float
-    finetune_lr: float
-    probe_lr: float  # decoder-only segmentation probe
-    decoder: tuple[int, int, int]  # MAE decoder (dim, depth, heads): light, the encoder is what we keep
-    seeds: tuple[int, ...]
-
-
-_COMMON = dict(
-    data="fashion_mnist",
-    img_size=16,
-    patch_size=4,
-    depth=4,
-    width=128,
-    ranks=(24, 64, 64),
-    scaling="off",  # pipeline.pretrain's default: prefix and rank lost 4-5 points in stochastic_scaling.py
-    batch_size=64,
-    pretrain_lr=1.5e-3,
-    finetune_lr=1e-3,
-    probe_lr=5e-3,
-    decoder=(64, 1, 2),
-)
-
-
-def _setting(**changes: Any) -> Setting:
-    return Setting(**{**_COMMON, **changes})
+    probe_lr: float = 5e-3  # decoder-only segmentation probe
 
 
 SETTINGS: dict[str, Setting] = {
-    "smoke": _setting(
-        name="smoke",
-        data="digits",
-        depth=1,
-        width=64,
-        target=(1, 64),
-        ranks=(4, 16, 16),
-        batch_size=16,
-        decoder=(32, 1, 2),
-        pretrain_steps=2,
-        pretrain_subset=128,
-        finetune_steps=2,
-        train_subset=128,
-        test_subset=64,
-        probe_train=64,
-        seg_train=64,
-        seg_test=32,
-        seg_steps=2,
-        seeds=(0,),
+    "smoke": Setting(
+        **BUDGETS["smoke"], width=64, target=(1, 64), ranks=(4, 16, 16), seg_train=64, seg_test=32, seg_steps=2
     ),
-    # Minutes on 2 CPU cores: one seed, short budgets; differences of a point or two are noise.
-    "quick": _setting(
-        name="quick",
-        target=(4, 128),
-        pretrain_steps=400,
-        pretrain_subset=20000,
-        finetune_steps=150,
-        train_subset=10000,
-        test_subset=1000,
-        probe_train=1500,
-        seg_train=4000,
-        seg_test=1000,
-        seg_steps=150,
-        seeds=(0,),
-    ),
-    # Hours on 2 CPU cores: a deeper and wider target than the template, 3 seeds, all data.
-    "full": _setting(
-        name="full",
-        target=(6, 192),
-        pretrain_steps=3000,
-        pretrain_subset=None,
-        finetune_steps=600,
-        train_subset=None,
-        test_subset=None,
-        probe_train=5000,
-        seg_train=20000,
-        seg_test=2000,
-        seg_steps=600,
-        seeds=(0, 1, 2),
-    ),
+    "quick": Setting(**BUDGETS["quick"], target=(4, 128), seg_train=4000, seg_test=1000, seg_steps=150),
+    # A deeper and wider target than the template.
+    "full": Setting(**BUDGETS["full"], target=(6, 192), seg_train=20000, seg_test=2000, seg_steps=600),
 }
 
 
-# -- data ----------------------------------------------------------------------------------------------
-def load_data(setting: Setting) -> tuple[ImageDataset, ImageDataset, ImageDataset, ImageDataset, ImageDataset]:
-    """``(pretrain, train, test, probe_train, items_test)``; subsets fixed (seed 0) across seeds."""
-    splits = load_splits(setting)
-    probe = subset(splits.full_train, setting.probe_train, 3)
-    return splits.pretrain, splits.train, splits.test, probe, splits.full_test
-
-
+# -- data: the segmentation task ----------------------------------------------------------------
 @dataclass
 class SegmentationSet:
     """Composite images ``(N, 3, H, W)`` uint8 and item masks ``(N, H, W)`` bool."""
@@ -324,42 +209,6 @@ def seg_metrics(model: nn.Module, data: SegmentationSet, chunks: int = 10) -> di
     return {"miou": m, "item_iou": item, "pixel_acc": acc, "miou_se": float(se[0]), "pixel_acc_se": float(se[2])}
 
 
-# -- stages --------------------------------------------------------------------------------------------
-def pretrain_template(
-    spec: ModelSpec,
-    data: ImageDataset,
-    test: ImageDataset,
-    path: Path,
-    setting: Setting,
-    objective: str,
-    seed: int,
-    device: str,
-) -> dict[str, Any]:
-    """Pre-train a Tucker template (HOSVD of timm's init) with MAE or with labels; same budget either way.
-
-    Written against the library's pieces rather than ``pipeline.pretrain``, which has no supervised
-    objective and does not expose the MAE decoder size (the default decoder costs ~3x the small encoder).
-    """
-    torch.manual_seed(seed)
-    fm = factorize(spec.build(), ranks=setting.ranks, method="tucker", init="random", seed=seed)  # as pipeline.pretrain
-    hook = WidthScaling(setting.scaling, seed=seed).attach(fm) if setting.scaling != "off" else None
-    if objective == "mae":
-        model: nn.Module = masked_model(fm, setting.decoder)
-        loss_fn = masked_image_loss
-    else:
-        model, loss_fn = fm, classification_loss(0.1)
-    loader = BatchLoader(data, setting.batch_size, image_size=spec.img_size, augment=True, seed=seed)
-    config = pretrain_config(setting, seed, device)
-    result = train(model, loader, loss_fn, config, before_step=hook.set_step if hook else None)
-    model.cpu().eval()
-    info: dict[str, Any] = {"pretrain_loss": result.loss, "seconds": result.elapsed_s}
-    if objective == "supervised":  # how well the labelled template itself classifies (its own head)
-        test_loader = BatchLoader(test, min(256, len(test)), image_size=spec.img_size, shuffle=False, drop_last=False)
-        info["own_top1"] = evaluate(fm, test_loader)["top1"]
-    save_template(path, fm)
-    return info
-
-
 def train_segmenter(
     vit: nn.Module,
     train_set: SegmentationSet,
@@ -390,6 +239,168 @@ def train_segmenter(
         x, _ = next(iter(SegLoader(SegmentationSet(test_set.images[:6], test_set.masks[:6]), 6, train=False)))
         examples = (model(x)[:, 0] > 0).int().tolist()
     return {**seg_metrics(model, test_set), "seconds": result.elapsed_s, "examples": examples}
+
+
+# -- plan -> run ---------------------------------------------------------------------------------------
+def template_source(setting: Setting, objective: str, seed: int) -> SourceSpec:
+    """The template of one objective and seed (the MAE one is a shared cache entry)."""
+    return setting.source_spec("tucker", seed, ranks=setting.ranks, scaling=setting.scaling, objective=objective)
+
+
+def target_jobs(setting: Setting, target: ModelSpec) -> list[Job]:
+    """Probe, fine-tuning and the two segmentation trainings of one init."""
+    n_test, b = setting.test_subset or 10_000, setting.batch_size
+    return [
+        Job(target, "eval", setting.probe_train + 2 * n_test),
+        Job(target, "ft", setting.finetune_steps + setting.seg_steps, b),
+        Job(target, "eval", setting.seg_steps * b + 2 * setting.seg_test),  # frozen encoder: forward only
+    ]
+
+
+def announce(setting: Setting, target: ModelSpec, context: Context) -> Progress:
+    """Print the plan and its measured estimate; the progress of the run."""
+    jobs = [source_job(template_source(setting, o, seed)) for seed in setting.seeds for o in OBJECTIVES]
+    jobs += [j for _ in setting.seeds for _ in INITS for j in target_jobs(setting, target)]
+    total = estimate_seconds(jobs, context.device)
+    log(
+        f"{NAME} ({setting.name}): templates {list(OBJECTIVES)} from {setting.source.name}, target {target.name}, "
+        f"{len(setting.seeds)} seed(s); estimated ~{fmt_duration(total)} on this machine (cached stages are "
+        f"skipped). Output: {context.out}"
+    )
+    return Progress(total)
+
+
+@dataclass(frozen=True)
+class Task:
+    """The data every run of one invocation shares."""
+
+    splits: Splits
+    probe: ImageDataset
+    seg_train: SegmentationSet
+    seg_test: SegmentationSet
+
+    @property
+    def background_share(self) -> float:
+        """Pixel accuracy of predicting 'background' everywhere."""
+        return 1.0 - float(self.seg_test.masks.float().mean())
+
+
+def make_task(setting: Setting, progress: Progress) -> Task:
+    """Classification splits, probe images and the segmentation composites."""
+    splits = load_splits(setting.data, train_subset=setting.train_subset, test_subset=setting.test_subset)
+    progress.stage(
+        f"building the segmentation task: {setting.seg_train} + {setting.seg_test} {setting.data} items pasted "
+        "onto crops of real photos"
+    )
+    seg_train = make_segmentation_set(splits.train, "train", setting.seg_train, setting.img_size, seed=0)
+    seg_test = make_segmentation_set(splits.full_test, "test", setting.seg_test, setting.img_size, seed=0)
+    return Task(splits, splits.probe(setting.probe_train), seg_train, seg_test)
+
+
+def own_top1(source: Source, task: Task) -> float:
+    """How well the labelled template itself classifies the test images (its own head)."""
+    model = to_factorized(load_template(source.path), source.spec.model.build()).eval()
+    return float(evaluate(model, fixed_test_loader(task.splits.test, source.spec.model.img_size))["top1"])
+
+
+def pretrain_templates(setting: Setting, seed: int, task: Task, context: Context, progress: Progress):
+    """The seed's two templates, from the cache or pre-trained now."""
+    made: dict[str, Source] = {}
+    for objective in OBJECTIVES:
+        src = template_source(setting, objective, seed)
+        progress.stage(f"seed {seed}: pre-train the {objective} template ({setting.pretrain_steps} steps)")
+        made[objective] = ensure_source(src, context.cache, context.device)
+        extra = ""
+        if objective == "supervised":
+            made[objective].meta["own_top1"] = own_top1(made[objective], task)
+            extra = f", own top-1 {made[objective].meta['own_top1']:.2f}"
+        log(f"    final loss {made[objective].meta['train_loss']:.4f}{extra}")
+        if not made[objective].reused:
+            progress.advance(estimate_seconds([source_job(src)], context.device))
+    return made
+
+
+def build(setting: Setting, target: ModelSpec, init: str, template: Path | None, seed: int) -> nn.Module:
+    """The target from ``init``, its classifier head at timm's init."""
+    method = "random" if init == "random" else "tucker"
+    return init_target(target, method, template, seed, seed_method=method == "tucker", reset_head=True)[0]
+
+
+def run_classification(
+    setting: Setting, task: Task, target: ModelSpec, init: str, template: Path | None, seed: int, device: str
+) -> dict[str, Any]:
+    """Weight-norm ratio, linear probe and fine-tuned top-1 of one init."""
+    model = build(setting, target, init, template, seed)
+    ratio = block_norm_ratio(model, init_target(target, "random", None, seed)[0])
+    probe = linear_probe(model, task.probe, task.splits.test, setting.img_size)
+    result = setting.finetune(model, task.splits, seed, device)
+    assert result.final_eval is not None
+    return {"norm_ratio": ratio, "probe_top1": probe, "top1": result.final_eval["top1"], "seconds": result.elapsed_s}
+
+
+def run_init(
+    setting: Setting, task: Task, target: ModelSpec, init: str, source: Source | None, seed: int, context: Context
+) -> tuple[dict, dict, dict]:
+    """Classification, segmentation and frozen-encoder segmentation of one init (each cached)."""
+    template = source.path if source else None
+    folder = context.out / "runs" / f"seed{seed}"
+    settings = {**settings_of(setting), "init": init, "seed": seed, "source": source.spec.key() if source else None}
+
+    def seg(frozen: bool) -> dict[str, Any]:
+        model = build(setting, target, init, template, seed)
+        return train_segmenter(model, task.seg_train, task.seg_test, setting, seed, context.device, frozen)
+
+    cls = cached_run(
+        folder / f"{init}_classification.json",
+        settings,
+        lambda: run_classification(setting, task, target, init, template, seed, context.device),
+    )
+    segmented = cached_run(folder / f"{init}_seg.json", settings, lambda: seg(False))
+    frozen = cached_run(folder / f"{init}_seg_frozen.json", settings, lambda: seg(True))
+    return cls, segmented, frozen
+
+
+def run_row(seed: int, init: str, cls: dict, seg: dict, frozen: dict) -> dict[str, Any]:
+    """One line of ``runs.csv``."""
+    return {
+        "seed": seed,
+        "init": init,
+        "norm_ratio": cls["norm_ratio"],
+        "probe_top1": cls["probe_top1"],
+        "top1": cls["top1"],
+        "seg_miou": seg["miou"],
+        "seg_miou_se": seg["miou_se"],
+        "seg_item_iou": seg["item_iou"],
+        "seg_pixel_acc": seg["pixel_acc"],
+        "seg_pixel_acc_se": seg["pixel_acc_se"],
+        "seg_frozen_miou": frozen["miou"],
+        "seg_frozen_miou_se": frozen["miou_se"],
+    }
+
+
+def run(setting: Setting, target: ModelSpec, task: Task, context: Context, progress: Progress):
+    """Every (seed, init) run; the first seed's template manifests and predicted example masks."""
+    runs: list[dict[str, Any]] = []
+    first: dict[str, dict[str, Any]] = {}
+    examples: dict[str, np.ndarray] = {}  # seed-0 predicted masks of the first test composites, per init
+    for seed in setting.seeds:
+        made = pretrain_templates(setting, seed, task, context, progress)
+        for objective, source in made.items():
+            first.setdefault(objective, source.meta)
+        for init in INITS:
+            progress.stage(f"seed {seed}: {target.name} from {init}: probe, fine-tune, segmentation")
+            cls, seg, frozen = run_init(setting, task, target, init, made.get(init), seed, context)
+            if not (cls.get("reused") and seg.get("reused") and frozen.get("reused")):
+                progress.advance(estimate_seconds(target_jobs(setting, target), context.device))
+            if seed == setting.seeds[0]:
+                examples[init] = np.asarray(seg["examples"], dtype=bool)
+            log(
+                f"    block-weight norm / timm init {cls['norm_ratio']:.2f}, probe {cls['probe_top1']:.1f}, "
+                f"fine-tuned top-1 {cls['top1']:.2f}; segmentation mIoU "
+                f"{seg['miou']:.1f} (frozen encoder {frozen['miou']:.1f}), pixel acc {seg['pixel_acc']:.1f}"
+            )
+            runs.append(run_row(seed, init, cls, seg, frozen))
+    return runs, first, examples
 
 
 # -- report ------------------------------------------------------------------------------------------------
@@ -546,155 +557,31 @@ def plot_examples(predictions: dict[str, np.ndarray], data: SegmentationSet, pat
     save_figure(fig, path, command)
 
 
-# -- main -------------------------------------------------------------------------------------------------
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    def extra(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--seg-steps", type=int, help="override the segmentation training steps")
-
-    parser = make_parser(
-        __doc__,
-        NAME,
-        data_help="override the classification / item data set (fashion_mnist, digits, ...)",
-        pretrain_help="override the pre-training steps (both objectives)",
-        finetune_help="override the classification fine-tuning steps",
-        extra=extra,
-    )
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the experiment; ``argv`` as on the command line (``None``: ``sys.argv[1:]``). Returns 0."""
-    return run_main(argv, parse_args, run)
-
-
-def run(args: argparse.Namespace, argv: list[str]) -> int:
-    """The experiment itself (see the module docstring)."""
-    setting = resolve_setting(SETTINGS, args, seg_steps=args.seg_steps)
-    out = args.out or ROOT / "results" / NAME / setting.name
-    cache = out / "cache" / settings_hash(setting)
-    command = command_string(NAME, argv)
-    source = ModelSpec("vit", setting.depth, setting.width, 10, setting.img_size, setting.patch_size)
-    target = source.with_size(*setting.target)
-    tokens = (setting.img_size // setting.patch_size) ** 2 + 1
-
-    b = setting.batch_size
-    cost_pre = {
-        "mae": setting.pretrain_steps * step_seconds(setting.width, setting.depth, tokens, b, "mae"),
-        "supervised": setting.pretrain_steps * step_seconds(setting.width, setting.depth, tokens, b),
-    }
-    cost_target = (setting.finetune_steps + setting.seg_steps) * step_seconds(
-        target.width, target.depth, tokens, b
-    ) + setting.seg_steps * step_seconds(target.width, target.depth, tokens, b, "frozen")
-    progress = Progress(NAME, len(setting.seeds) * (sum(cost_pre.values()) + len(INITS) * cost_target))
-    print(
-        f"[{NAME}] setting {setting.name}: templates {list(OBJECTIVES)} from {source.name}, target {target.name}, "
-        f"{len(setting.seeds)} seed(s); estimated ~{progress.total / 60:.0f} min with 1 CPU thread (much less "
-        f"on a GPU). Output: {out}",
-        flush=True,
-    )
-    pre_set, train_set, test_set, probe_set, items_test = load_data(setting)
-    progress.stage(
-        f"building the segmentation task: {setting.seg_train} + {setting.seg_test} {setting.data} items pasted "
-        "onto crops of real photos"
-    )
-    seg_train = make_segmentation_set(train_set, "train", setting.seg_train, setting.img_size, seed=0)
-    seg_test = make_segmentation_set(items_test, "test", setting.seg_test, setting.img_size, seed=0)
-    background_share = 1.0 - float(seg_test.masks.float().mean())
-
-    runs: list[dict[str, Any]] = []
-    pre_info: dict[str, dict[str, Any]] = {}
-    examples: dict[str, np.ndarray] = {}  # seed-0 predicted masks of the first test composites, per init
-    for seed in setting.seeds:
-        paths = {obj: cache / f"seed{seed}" / f"template_{obj}.safetensors" for obj in OBJECTIVES}
-        for obj in OBJECTIVES:
-            progress.stage(f"seed {seed}: pre-train the {obj} template ({setting.pretrain_steps} steps)")
-            path = paths[obj]
-
-            def run_pretrain(obj: str = obj, path: Path = path, seed: int = seed) -> dict[str, Any]:
-                return pretrain_template(source, pre_set, test_set, path, setting, obj, seed, args.device)
-
-            info = cached_weights(path, run_pretrain)
-            pre_info.setdefault(obj, info)
-            progress.advance(cost_pre[obj])
-            extra = f", own top-1 {info['own_top1']:.2f}" if "own_top1" in info else ""
-            print(f"    final loss {info['pretrain_loss']:.4f}{extra}", flush=True)
-
-        for init in INITS:
-            template = paths.get(init)
-            progress.stage(f"seed {seed}: {target.name} from {init}: probe, fine-tune, segmentation")
-
-            def run_cls(init: str = init, template: Path | None = template, seed: int = seed) -> dict[str, Any]:
-                model = build_target(target, init, template, seed, reset_head=True)
-                ratio = block_norm_ratio(model, build_target(target, "random", None, seed))
-                probe = linear_probe(model, probe_set, test_set, setting.img_size)
-                result = finetune_classifier(model, train_set, test_set, setting, seed, args.device)
-                return {"norm_ratio": ratio, "probe_top1": probe, **result}
-
-            def run_seg(
-                init: str = init, template: Path | None = template, seed: int = seed, frozen: bool = False
-            ) -> dict[str, Any]:
-                model = build_target(target, init, template, seed, reset_head=True)
-                return train_segmenter(model, seg_train, seg_test, setting, seed, args.device, frozen)
-
-            cls = cached(cache / f"seed{seed}" / f"{init}_classification.json", run_cls)
-            seg = cached(cache / f"seed{seed}" / f"{init}_seg.json", run_seg)
-            seg_frozen = cached(cache / f"seed{seed}" / f"{init}_seg_frozen.json", lambda r=run_seg: r(frozen=True))
-            if seed == setting.seeds[0]:
-                examples[init] = np.asarray(seg["examples"], dtype=bool)
-            progress.advance(cost_target)
-            print(
-                f"    block-weight norm / timm init {cls['norm_ratio']:.2f}, probe {cls['probe_top1']:.1f}, "
-                f"fine-tuned top-1 {cls['top1']:.2f}; segmentation mIoU "
-                f"{seg['miou']:.1f} (frozen encoder {seg_frozen['miou']:.1f}), pixel acc {seg['pixel_acc']:.1f}",
-                flush=True,
-            )
-            runs.append(
-                {
-                    "seed": seed,
-                    "init": init,
-                    "norm_ratio": cls["norm_ratio"],
-                    "probe_top1": cls["probe_top1"],
-                    "top1": cls["top1"],
-                    "seg_miou": seg["miou"],
-                    "seg_miou_se": seg["miou_se"],
-                    "seg_item_iou": seg["item_iou"],
-                    "seg_pixel_acc": seg["pixel_acc"],
-                    "seg_pixel_acc_se": seg["pixel_acc_se"],
-                    "seg_frozen_miou": seg_frozen["miou"],
-                    "seg_frozen_miou_se": seg_frozen["miou_se"],
-                }
-            )
-
-    progress.stage("writing tables and plots")
-    rows, stats = summarize(runs)
-    write_table(runs, out / "runs", command)
-    write_table(rows, out / NAME, command)
-    elapsed = time.perf_counter() - progress.start
-    lines = conclusions(stats, len(test_set), background_share, len(setting.seeds))
-    table = [
-        "| init | n | norm_ratio | " + " | ".join(label for _, label in METRICS) + " |",
-        "|---|---|---|" + "---|" * len(METRICS),
+def results_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The results table in Markdown."""
+    header = ["init", "n", "norm_ratio", *(label for _, label in METRICS)]
+    cells = [
+        [
+            r["init"],
+            r["n"],
+            f"{r['norm_ratio']:.2f}",
+            *(mean_std(r, k) for k, _ in METRICS),
+        ]
+        for r in rows
     ]
-    for r in rows:
-        cells = [f"{r[f'{k}_mean']:.2f} ± {r[f'{k}_std']:.2f}" for k, _ in METRICS]
-        table.append(f"| {r['init']} | {r['n']} | {r['norm_ratio']:.2f} | " + " | ".join(cells) + " |")
-    own = pre_info["supervised"].get("own_top1")
-    report = f"""# MAE template vs a template trained with labels
+    return md_table(header, cells)
 
-Produced by: `{command}`
 
-Commit `{git_revision()}`, torch {torch.__version__} ({torch.get_num_threads()} CPU thread(s)), setting
-`{setting.name}`, {elapsed / 60:.1f} min.
-
-**Question.** Is a template pre-trained with masked image modeling (SWEET) a better initializer than one
-pre-trained with labels (same budget), on classification and on a task that is not classification?
-
-**How.** Source ViT {source.name} ({setting.img_size}x{setting.img_size} images, patch {setting.patch_size}),
-Tucker ranks {setting.ranks}, width scaling `{setting.scaling}`; both templates trained {setting.pretrain_steps}
-steps, batch {setting.batch_size}, AdamW lr {setting.pretrain_lr}, on the same {setting.pretrain_subset or "all"}
-`{setting.data}` training images (MAE: mask 0.75, decoder {setting.decoder}, labels unused; supervised:
-cross-entropy with label smoothing 0.1, its own top-1 on the test images {own if own is None else f"{own:.2f}"}).
-Final losses: MAE {pre_info["mae"]["pretrain_loss"]:.4f}, supervised {pre_info["supervised"]["pretrain_loss"]:.4f}.
+def _how(setting: Setting, target: ModelSpec, templates: dict[str, dict[str, Any]]) -> str:
+    """How the numbers were made."""
+    own = templates["supervised"].get("own_top1")
+    return f"""**How.** Source ViT {setting.source.name} ({setting.img_size}x{setting.img_size} images, patch
+{setting.patch_size}), Tucker ranks {setting.ranks}, width scaling `{setting.scaling}`; both templates trained
+{setting.pretrain_steps} steps, batch {setting.batch_size}, AdamW lr {setting.pretrain_lr}, on the same
+{setting.pretrain_subset or "all"} `{setting.data}` training images (MAE: mask 0.75, decoder {setting.decoder},
+labels unused; supervised: cross-entropy with label smoothing 0.1, its own top-1 on the test images
+{own if own is None else f"{own:.2f}"}).
+Final losses: MAE {templates["mae"]["train_loss"]:.4f}, supervised {templates["supervised"]["train_loss"]:.4f}.
 Both initialize target {target.name} (`depth="interpolate"`, `width="slice"`, classifier head reset to timm's
 init); `random` = timm's init with the same seed.
 Classification: logistic-regression probe on mean-pooled frozen features ({setting.probe_train} images), then
@@ -706,20 +593,29 @@ item pixels above 20% intensity; test items come from the test split); a per-pat
 ViT's patch tokens, per-pixel BCE, {setting.seg_steps} steps, either fine-tuning everything (lr
 {setting.finetune_lr}) or with the encoder frozen (decoder only, lr {setting.probe_lr}). mIoU = mean of the
 item and background IoU. `norm_ratio` = Frobenius norm of the initialized block matrices (qkv, proj, fc1,
-fc2) over that of timm's init. Seeds {list(setting.seeds)}.
+fc2) over that of timm's init. Seeds {list(setting.seeds)}."""
 
-## Results (mean ± std over seeds)
 
-{chr(10).join(table)}
+def report(
+    context: Context, setting: Setting, target: ModelSpec, templates: dict, rows: list, lines: list[str], elapsed: float
+) -> Path:
+    """The Markdown report: command, how, table, conclusion."""
+    header = [
+        *report_header("MAE template vs a template trained with labels", context.command, setting.name, elapsed / 60),
+        "**Question.** Is a template pre-trained with masked image modeling (SWEET) a better initializer than one",
+        "pre-trained with labels (same budget), on classification and on a task that is not classification?",
+        "",
+        _how(setting, target, templates),
+    ]
+    sections = [("Results (mean ± std over seeds)", results_table(rows)), ("Conclusion", lines)]
+    footer = "Plots: `classification.png`, `segmentation.png`, `segmentation_examples.png`; every run: `runs.csv`."
+    return write_report(context.out / f"{NAME}.md", header, sections, footer)
 
-## Conclusion
 
-{chr(10).join(lines)}
-
-Plots: `classification.png`, `segmentation.png`, `segmentation_examples.png`; every run: `runs.csv`.
-"""
-    (out / f"{NAME}.md").write_text(report)
+def plot(context: Context, setting: Setting, target: ModelSpec, runs: list, task: Task, examples: dict) -> None:
+    """Classification and segmentation bars, and example masks."""
     stem = f"target {target.name}, {len(setting.seeds)} seed(s)"
+    out, command, share = context.out, context.command, task.background_share
     plot_bars(
         runs,
         (("probe_top1", "linear probe (encoder frozen)"), ("top1", "fine-tuned")),
@@ -738,15 +634,47 @@ Plots: `classification.png`, `segmentation.png`, `segmentation_examples.png`; ev
         out / "segmentation.png",
         command,
         title=f"Segmentation of items pasted on real photos, {stem}\n(all-background prediction: pixel acc. "
-        f"{100 * background_share:.0f}%, mIoU {50 * background_share:.0f}%)",
+        f"{100 * share:.0f}%, mIoU {50 * share:.0f}%)",
         ylabel="% (mean ± std over seeds)",
     )
-    plot_examples(examples, seg_test, out / "segmentation_examples.png", command)
+    plot_examples(examples, task.seg_test, out / "segmentation_examples.png", command)
 
-    print("\n" + "\n".join(table))
-    print("\n" + "\n".join(lines))
-    print(f"\n[{NAME}] done in {elapsed / 60:.1f} min; report: {out / (NAME + '.md')}", flush=True)
+
+# -- main -------------------------------------------------------------------------------------------------
+def options(parser: Any) -> None:
+    """The script's own options."""
+    parser.add_argument("--seg-steps", type=int, help="override the segmentation training steps")
+
+
+def experiment(context: Context) -> int:
+    """Plan, run, summarize, report (see the module docstring)."""
+    setting = resolve_setting(SETTINGS, context, seg_steps=context.args.seg_steps)
+    target = setting.source.with_size(*setting.target)
+    progress = announce(setting, target, context)
+    task = make_task(setting, progress)
+    runs, templates, examples = run(setting, target, task, context, progress)
+    rows, stats = summarize(runs)
+    lines = conclusions(stats, len(task.splits.test), task.background_share, len(setting.seeds))
+    progress.stage("writing tables and plots")
+    write_table(runs, context.out / "runs", context.command)
+    write_table(rows, context.out / NAME, context.command)
+    path = report(context, setting, target, templates, rows, lines, progress.elapsed)
+    plot(context, setting, target, runs, task, examples)
+    print("\n" + "\n".join(results_table(rows)) + "\n\n" + "\n".join(lines))
+    log(f"{NAME} done in {fmt_duration(progress.elapsed)}; report: {path}")
     return 0
+
+
+main = entry_point(
+    NAME,
+    __doc__,
+    SETTINGS,
+    experiment,
+    extra=options,
+    data_help="override the classification / item data set (fashion_mnist, digits, ...)",
+    pretrain_help="override the pre-training steps (both objectives)",
+    finetune_help="override the classification fine-tuning steps",
+)
 
 
 if __name__ == "__main__":

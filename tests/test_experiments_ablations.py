@@ -8,27 +8,20 @@ report says how it was produced and where the template does not help.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # experiments/ is a package at the repository root, not an installed one
+    sys.path.insert(0, str(ROOT))
+
+from experiments import mae_vs_supervised, rank_sweep, stochastic_scaling  # noqa: E402
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 pytestmark = pytest.mark.slow  # ~10 s per script on 2 CPU cores
-
-
-def load_script(name: str) -> ModuleType:
-    """Import ``experiments/<name>.py`` as a module (experiments/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(f"_experiment_{name}", ROOT / "experiments" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve the module by name
-    spec.loader.exec_module(module)
-    return module
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -40,7 +33,7 @@ def check_outputs(out: Path, name: str, argv: list[str], pngs: list[str]) -> str
     """The report, its CSV and the PNGs exist and look like what they claim to be; returns the report."""
     report = (out / f"{name}.md").read_text()
     assert report.startswith("# ")
-    assert f"Produced by: `python experiments/{name}.py {' '.join(argv)}`" in report  # the exact command
+    assert f"Produced by: `python -m experiments.{name} {' '.join(argv)}`" in report  # the exact command
     assert "## Conclusion" in report
     assert "does not help" in report  # the report says plainly where the template does not help
     assert read_csv(out / f"{name}.csv")
@@ -53,11 +46,10 @@ def check_outputs(out: Path, name: str, argv: list[str], pngs: list[str]) -> str
 
 
 def test_stochastic_scaling_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    module = load_script("stochastic_scaling")
     out = tmp_path / "stochastic_scaling"
-    argv = ["--smoke", "--out", str(out)]
-    assert module.main(argv) == 0
-    widths = module.SETTINGS["smoke"].widths
+    argv = ["--smoke", "--out", str(out), "--cache", str(tmp_path / "cache")]
+    assert stochastic_scaling.main(argv) == 0
+    widths = stochastic_scaling.SETTINGS["smoke"].widths
     report = check_outputs(
         out,
         "stochastic_scaling",
@@ -66,7 +58,7 @@ def test_stochastic_scaling_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[
     )
     assert "seen" in report and "unseen (narrower)" in report and "unseen (wider)" in report
     rows = read_csv(out / "stochastic_scaling.csv")
-    assert {(r["mode"], int(r["width"])) for r in rows} == {
+    assert {(r["scaling"], int(r["width"])) for r in rows} == {
         (m, w) for m in ("off", "prefix", "rank", "random") for w in widths
     }
     for row in rows:
@@ -76,32 +68,30 @@ def test_stochastic_scaling_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[
 
     # A second run reads every finished stage from the cache and writes the same table.
     before = (out / "stochastic_scaling.csv").read_text()
-    assert module.main(argv) == 0
+    assert stochastic_scaling.main(argv) == 0
     assert (out / "stochastic_scaling.csv").read_text() == before
 
 
 def test_rank_sweep_smoke(tmp_path: Path) -> None:
-    module = load_script("rank_sweep")
     out = tmp_path / "rank_sweep"
-    argv = ["--smoke", "--out", str(out)]
-    assert module.main(argv) == 0
+    argv = ["--smoke", "--out", str(out), "--cache", str(tmp_path / "cache")]
+    assert rank_sweep.main(argv) == 0
     report = check_outputs(out, "rank_sweep", argv, ["rank_sensitivity_vit-L1w64.png", "spectra.png"])
     assert "Automatic rank from the spectra" in report
     grid = read_csv(out / "rank_grid.csv")
-    setting = module.SETTINGS["smoke"]
-    assert {r["ranks"] for r in grid} >= {module.rank_name(r) for r in setting.ranks}
+    setting = rank_sweep.SETTINGS["smoke"]
+    assert {r["ranks"] for r in grid} >= {rank_sweep.rank_name(r) for r in setting.ranks}
     for row in grid:
         assert 0.0 <= float(row["rel_error"]) <= 1.0 + 1e-6
         assert 0.0 <= float(row["rel_error_init"]) <= 1.0 + 1e-6
     inits = {r["init"] for r in read_csv(out / "rank_sweep.csv")}
-    assert inits == {"random", "dense MAE", *(f"tucker {module.rank_name(r)}" for r in setting.ranks)}
+    assert inits == {"random", "dense MAE", *(f"tucker {rank_sweep.rank_name(r)}" for r in setting.ranks)}
 
 
 def test_mae_vs_supervised_smoke(tmp_path: Path) -> None:
-    module = load_script("mae_vs_supervised")
     out = tmp_path / "mae_vs_supervised"
-    argv = ["--smoke", "--out", str(out)]
-    assert module.main(argv) == 0
+    argv = ["--smoke", "--out", str(out), "--cache", str(tmp_path / "cache")]
+    assert mae_vs_supervised.main(argv) == 0
     check_outputs(
         out, "mae_vs_supervised", argv, ["classification.png", "segmentation.png", "segmentation_examples.png"]
     )
@@ -114,13 +104,24 @@ def test_mae_vs_supervised_smoke(tmp_path: Path) -> None:
 
 def test_segmentation_masks_come_from_the_item_pixels() -> None:
     """The composite's mask covers exactly the pixels that were replaced by the item."""
-    module = load_script("mae_vs_supervised")
-    from tucker_init.data import load_dataset
+    from tucker_init import load_dataset
 
     items = load_dataset("digits", "train")
-    seg = module.make_segmentation_set(items, "train", 16, 16, seed=0)
+    seg = mae_vs_supervised.make_segmentation_set(items, "train", 16, 16, seed=0)
     photos = load_dataset("photos", "train", n=16, size=16, seed=0)
     assert seg.images.shape == (16, 3, 16, 16) and seg.masks.shape == (16, 16, 16)
     assert 0.05 < float(seg.masks.float().mean()) < 0.9
     changed = (seg.images.int() - photos.images.int()).abs().sum(1) > 0
     assert not (changed & ~seg.masks).any()  # nothing outside the mask was touched
+
+
+def test_ablations_share_their_templates() -> None:
+    """The same template asked for by two scripts is one entry of the shared source cache (the
+    quick 24x64x64 template of all three; the smoke 4x16x16 of rank_sweep and mae_vs_supervised)."""
+    for mode in ("smoke", "quick"):
+        mae = mae_vs_supervised.template_source(mae_vs_supervised.SETTINGS[mode], "mae", 0).key()
+        ranks = mae_vs_supervised.SETTINGS[mode].ranks
+        assert rank_sweep.sources(rank_sweep.SETTINGS[mode], 0)[rank_sweep.rank_name(ranks)].key() == mae
+    quick = stochastic_scaling.template_source(stochastic_scaling.SETTINGS["quick"], "off", 0).key()
+    assert quick == mae_vs_supervised.template_source(mae_vs_supervised.SETTINGS["quick"], "mae", 0).key()
+    assert quick != stochastic_scaling.template_source(stochastic_scaling.SETTINGS["quick"], "prefix", 0).key()
