@@ -3,7 +3,7 @@ accuracy of a randomly initialized twin?
 
 For a few ViT target sizes, the target is fine-tuned twice with the same budget (steps, batch,
 lr, schedule, data order): once from random init (timm's default) and once from the Tucker
-template (SWEET: MAE, width-wise stochastic scaling ``--tucker-scaling``, default ``off`` as in
+template (SWEET: MAE, width-wise stochastic scaling ``--scaling``, default ``off`` as in
 ``init_methods.py``, whose cached template it reuses). By default the template init
 learns the target's scalers first (``tucker_learned``, a small labelled budget that is reported
 separately); ``--template-init tucker`` uses the depth / width rules only. Top-1 on fixed test
@@ -19,10 +19,10 @@ The template is the one ``experiments/init_methods.py`` uses (same settings -> s
 
 Run (from the repository root):
 
-    .venv/bin/python experiments/convergence.py --quick    # ~7 min on 2 busy CPU cores: 2 sizes, 1 seed
-    .venv/bin/python experiments/convergence.py --medium   # ~25 min: 1000-step template, 3 seeds
-    .venv/bin/python experiments/convergence.py            # full: 3 sizes, 3 seeds (hours; estimate printed)
-    .venv/bin/python experiments/convergence.py --smoke    # seconds; for the tests only
+    python -m experiments.convergence --quick    # ~7 min on 2 busy CPU cores: 2 sizes, 1 seed
+    python -m experiments.convergence --medium   # ~25 min: 1000-step template, 3 seeds
+    python -m experiments.convergence            # full: 3 sizes, 3 seeds (hours; estimate printed)
+    python -m experiments.convergence --smoke    # seconds; for the tests only
 
 Outputs in ``results/convergence/<quick|medium|full|smoke>/``: ``convergence.md`` (command line,
 settings, speed-ups in plain words), ``speedup.csv`` / ``.md``, ``curves.csv`` / ``.md`` (every
@@ -31,129 +31,174 @@ evaluation), ``accuracy_vs_steps_<size>.png`` (mean curves, the target accuracy 
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script: make the library and experiments/ importable
-    sys.path.insert(0, str(ROOT))
+from analysis import plot_accuracy_vs_steps, steps_to_reach, write_table
+from experiments.harness.cache import cached_run, settings_of
+from experiments.harness.cli import Context, add_scaling_option, entry_point
+from experiments.harness.data import Splits, fixed_test_loader, load_splits
+from experiments.harness.estimate import Job, Progress, estimate_seconds, fmt_duration, log, resolve_device
+from experiments.harness.provenance import md_table, report_header, write_report
+from experiments.harness.runs import init_target
+from experiments.harness.settings import PLAN_BUDGETS, FinetunePlan, resolve_plan
+from experiments.harness.sources import SourcePreset, SourceSpec, ensure_source, source_job
+from tucker_init.pipeline import ModelSpec
+from tucker_init.train import evaluate
 
-from analysis import plot_accuracy_vs_steps, steps_to_reach, write_table  # noqa: E402
-from experiments._common import (  # noqa: E402
-    CACHE_DIR,
-    RESULTS_DIR,
-    SOURCE_PRESETS,
-    SourceSpec,
-    base_parser,
-    cached_run,
-    ensure_source,
-    estimate_seconds,
-    finetune_classifier,
-    fixed_test_loader,
-    fmt_duration,
-    log,
-    parse_seeds,
-    provenance,
-    resolve_device,
-    resolve_mode,
-    seed_everything,
-    setup_torch,
-)
-from tucker_init.initialize import LearnConfig  # noqa: E402
-from tucker_init.initializers import get_initializer  # noqa: E402
-from tucker_init.pipeline import ModelSpec, make_loaders  # noqa: E402
-from tucker_init.train import evaluate  # noqa: E402
-
+NAME = "convergence"
 TEMPLATE_INITS = ("tucker_learned", "tucker")
 
 
-@dataclass(frozen=True)
-class Plan:
+@dataclass(frozen=True, kw_only=True)
+class Plan(FinetunePlan):
     """Targets and budgets of one mode (the template: :data:`SOURCE_PRESETS`)."""
 
     targets: tuple[tuple[int, int], ...]  # ViT (depth, width)
-    learn_steps: int
-    learn_batch: int
-    steps: int
-    batch: int
-    lr: float
     eval_every: int
-    test_subset: int | None
-    train_subset: int | None = None
 
 
 PLANS: dict[str, Plan] = {
-    "smoke": Plan(((1, 64),), 2, 16, 4, 16, 1e-3, 2, 64, 256),
+    "smoke": Plan(**PLAN_BUDGETS["smoke"], targets=((1, 64),), finetune_steps=4, eval_every=2),
     # Same fine-tuning as init_methods --quick, so the final accuracies can be compared.
-    "quick": Plan(((3, 64), (6, 128)), 50, 32, 150, 32, 1e-3, 15, 2000),
+    "quick": Plan(**PLAN_BUDGETS["quick"], targets=((3, 64), (6, 128)), finetune_steps=150, eval_every=15),
     # Same sources as init_methods --medium; twice its fine-tuning, to see where random init ends up.
-    "medium": Plan(((3, 64), (6, 128)), 50, 32, 400, 32, 1e-3, 25, 2000),
-    "full": Plan(((3, 64), (6, 128), (12, 192)), 150, 64, 1000, 64, 1e-3, 50, None),
+    "medium": Plan(**PLAN_BUDGETS["medium"], targets=((3, 64), (6, 128)), finetune_steps=400, eval_every=25),
+    "full": Plan(**PLAN_BUDGETS["full"], targets=((3, 64), (6, 128), (12, 192)), finetune_steps=1000, eval_every=50),
 }
 
 
-def _parse(argv: list[str] | None):
-    parser = base_parser(__doc__)
+# -- plan -------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Experiment:
+    """The resolved plan of one invocation."""
+
+    mode: str
+    preset: SourcePreset
+    plan: Plan
+    init: str  # the template init compared with random init
+
+    @property
+    def template(self) -> SourceSpec:
+        """The same template as init_methods (same fields -> same cache key)."""
+        model = ModelSpec("vit", *self.preset.vit_source)
+        return self.preset.source("tucker", model, self.preset.vit_tucker_ranks, self.preset.scaling)
+
+    @property
+    def targets(self) -> list[ModelSpec]:
+        return [ModelSpec("vit", d, w) for d, w in self.plan.targets]
+
+    @property
+    def inits(self) -> tuple[str, str]:
+        return ("random", self.init)
+
+    @property
+    def learn_steps(self) -> int:
+        """Scaler-learning steps before fine-tuning (0 for the rules-only init)."""
+        return self.plan.learn_steps if self.init == "tucker_learned" else 0
+
+    def runs(self) -> list[tuple[ModelSpec, str, int]]:
+        return [(t, i, s) for t in self.targets for i in self.inits for s in self.plan.seeds]
+
+
+def options(parser: Any) -> None:
+    """The script's own options."""
+    add_scaling_option(parser)
     parser.add_argument(
         "--template-init",
         choices=TEMPLATE_INITS,
         default="tucker_learned",
         help="tucker_learned (scalers learned first, default) or tucker (rules only)",
     )
-    parser.add_argument("--pretrain-steps", type=int, default=None, help="MAE steps of the template")
-    parser.add_argument("--learn-steps", type=int, default=None, help="scaler-learning steps (tucker_learned)")
-    parser.add_argument("--finetune-steps", type=int, default=None, help="fine-tuning steps")
-    parser.add_argument("--eval-every", type=int, default=None, help="steps between evaluations")
-    return parser.parse_args(argv)
+    parser.add_argument("--learn-steps", type=int, help="scaler-learning steps (tucker_learned)")
+    parser.add_argument("--eval-every", type=int, help="steps between evaluations")
 
 
-def one_curve(
-    target: ModelSpec,
-    init: str,
-    seed: int,
-    template: Path,
-    plan: Plan,
-    data: str,
-    test_loader: Any,
-    device: str,
-) -> dict[str, Any]:
+def make_plan(context: Context) -> Experiment:
+    """The mode's preset and plan with the command line's overrides."""
+    args = context.args
+    preset, plan = resolve_plan(PLANS, context, eval_every=args.eval_every)
+    return Experiment(context.mode, preset, plan, args.template_init)
+
+
+def run_path(context: Context, target: ModelSpec, init: str, seed: int) -> Path:
+    return context.out / "runs" / target.name / init / f"seed{seed}.json"
+
+
+def curve_jobs(plan: Plan, target: ModelSpec, init: str) -> list[Job]:
+    """The estimate's jobs of one curve: scaler learning, fine-tuning, every evaluation."""
+    n_eval = (plan.test_subset or 10_000) * (plan.finetune_steps // plan.eval_every + 1)
+    jobs = [Job(target, "ft", plan.finetune_steps, plan.finetune_batch), Job(target, "eval", n_eval)]
+    return jobs + ([Job(target, "ft", plan.learn_steps, plan.learn_batch)] if init == "tucker_learned" else [])
+
+
+def announce(exp: Experiment, context: Context) -> Progress:
+    """Print the plan and the measured estimate of the work left; the progress of the run."""
+    log(f"convergence ({exp.mode}): {context.command}")
+    log(
+        f"template init {exp.init}; seeds {list(exp.plan.seeds)}; data {exp.preset.data}; output {context.out}; "
+        f"cache {context.cache}"
+    )
+    todo = [(t, i) for t, i, s in exp.runs() if not run_path(context, t, i, s).is_file()]
+    jobs = [j for t, i in todo for j in curve_jobs(exp.plan, t, i)]
+    if not (context.cache / exp.template.key() / "source.json").is_file():
+        jobs.append(source_job(exp.template))
+    log("estimating the run time (one timed step per model size) ...")
+    total = estimate_seconds(jobs, context.device)
+    log(f"estimate: ~{fmt_duration(total)} on this machine ({len(todo)} runs to do)")
+    return Progress(total)
+
+
+# -- run --------------------------------------------------------------------------------------------------
+def one_curve(target: ModelSpec, init: str, seed: int, template: Path, plan: Plan, splits: Splits, device: str):
     """Initialize (``"random"`` or a template init), evaluate at step 0, fine-tune with evaluations."""
-    seed_everything(seed)
-    model = target.build()
+    options: dict[str, Any] = {}
+    if init == "tucker_learned":
+        options["learn"] = plan.learn(splits, seed, device)
     start = time.perf_counter()
-    if init == "random":
-        get_initializer("random")(model, None, seed=seed)
-    else:
-        options: dict[str, Any] = {"seed": seed}
-        if init == "tucker_learned":
-            loader, _ = make_loaders(data, plan.learn_batch, seed=seed, train_subset=plan.train_subset)
-            options["learn"] = LearnConfig(
-                data=loader, steps=plan.learn_steps, progress=False, device=str(resolve_device(device))
-            )
-        get_initializer(init)(model, template, **options)
+    source = None if init == "random" else template
+    model, _ = init_target(target, init, source, seed, seed_method=True, **options)
     init_s = time.perf_counter() - start
     # Step 0: the init itself, before any fine-tuning (train() evaluates only after steps).
-    at_start = evaluate(model.to(resolve_device(device)), test_loader)
-    result = finetune_classifier(
-        model,
-        data,
-        test_loader,
-        steps=plan.steps,
-        batch_size=plan.batch,
-        lr=plan.lr,
-        seed=seed,
-        device=device,
-        eval_every=plan.eval_every,
-        train_subset=plan.train_subset,
-    )
+    at_start = evaluate(model.to(resolve_device(device)), fixed_test_loader(splits.test, target.img_size))
+    result = plan.finetune(model, splits, seed, device, eval_every=plan.eval_every)
     curve = [(0, float(at_start["top1"])), *result.curve("top1")]
     return {"curve": curve, "init_s": init_s, "finetune_s": float(result.elapsed_s)}
 
 
+def run(exp: Experiment, context: Context, progress: Progress) -> tuple[dict[str, dict[str, list]], float]:
+    """Target name -> init -> one curve per seed (finished runs are reused), and the seconds the runs took."""
+    template = ensure_source(exp.template, context.cache, context.device)
+    if not template.reused:
+        progress.advance(estimate_seconds([source_job(exp.template)], context.device))
+    plan = exp.plan
+    splits = load_splits(exp.preset.data, train_subset=plan.train_subset, test_subset=plan.test_subset)
+    settings = {**settings_of(plan), "data": exp.preset.data, "template": exp.template.key()}
+    curves: dict[str, dict[str, list]] = {t.name: {i: [] for i in exp.inits} for t in exp.targets}
+    seconds = 0.0
+    for k, (target, init, seed) in enumerate(exp.runs(), 1):
+        result = cached_run(
+            run_path(context, target, init, seed),
+            {**settings, "target": asdict(target), "init": init, "seed": seed},
+            lambda t=target, i=init, s=seed: one_curve(t, i, s, template.path, plan, splits, context.device),
+        )
+        curve = [(int(s), float(v)) for s, v in result["curve"]]
+        curves[target.name][init].append(curve)
+        seconds += result["init_s"] + result["finetune_s"]
+        how = " (reused)" if result.get("reused") else f" (fine-tune {result['finetune_s']:.1f} s)"
+        if not result.get("reused"):
+            progress.advance(estimate_seconds(curve_jobs(plan, target, init), context.device))
+        progress.stage(
+            f"[{k}/{len(exp.runs())}] {target.name} {init} seed {seed}: top1 {curve[0][1]:.2f} at step 0 -> "
+            f"{curve[-1][1]:.2f} at step {curve[-1][0]}{how}"
+        )
+    return curves, seconds
+
+
+# -- summarize --------------------------------------------------------------------------------------------
 def speedup_row(random_curve, template_curve) -> dict[str, Any]:
     """Random init's final accuracy, the steps each init needs to reach it, and their ratio."""
     final = random_curve[-1][1]
@@ -183,13 +228,13 @@ def mean_curve(curves: list[list[tuple[int, float]]]) -> list[tuple[int, float]]
 def sentence(target: str, row: dict[str, Any], init: str, plan: Plan, learn_steps: int) -> str:
     """The plain-words result for one target (from the mean curves)."""
     head = (
-        f"- **{target}**: random init ends at {row['random_final']:.2f} % after {plan.steps} steps "
+        f"- **{target}**: random init ends at {row['random_final']:.2f} % after {plan.finetune_steps} steps "
         f"(first reached at step {row['random_steps']}); "
     )
     if row["template_steps"] is None:
         return head + (
-            f"the `{init}` init never reaches it within {plan.steps} steps (it ends at {row['template_final']:.2f} %): "
-            "**no speed-up, the template does not help here**."
+            f"the `{init}` init never reaches it within {plan.finetune_steps} steps (it ends at "
+            f"{row['template_final']:.2f} %): **no speed-up, the template does not help here**."
         )
     if row["speedup"] == float("inf"):
         return head + f"the `{init}` init is already there before fine-tuning (step 0)."
@@ -215,176 +260,123 @@ def _ratio(value: float | None) -> str:
     return "at step 0" if value == float("inf") else f"{value:.2f}x"
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parse(argv)
-    mode = resolve_mode(args)
-    setup_torch(args.threads)
-    command = provenance(__file__, argv)
-    seeds = parse_seeds(args.seeds, mode)
-    preset = SOURCE_PRESETS[mode]
-    preset = dataclasses.replace(preset, data=args.data or preset.data, steps=args.pretrain_steps or preset.steps)
-    plan = PLANS[mode]
-    plan = dataclasses.replace(
-        plan,
-        learn_steps=args.learn_steps or plan.learn_steps,
-        steps=args.finetune_steps or plan.steps,
-        eval_every=args.eval_every or plan.eval_every,
-    )
-    init = args.template_init
-    learn_steps = plan.learn_steps if init == "tucker_learned" else 0
-    data = preset.data
-    out = Path(args.out) if args.out else RESULTS_DIR / "convergence" / mode
-    cache = Path(args.cache) if args.cache else CACHE_DIR
-    log(f"convergence ({mode}): {command}")
-    log(f"template init {init}; seeds {seeds}; data {data}; output {out}; cache {cache}")
-
-    # The same template as init_methods (same fields -> same cache key).
-    source_model = ModelSpec("vit", *preset.vit_source)
-    template_spec = SourceSpec(
-        "tucker",
-        source_model,
-        steps=preset.steps,
-        batch_size=preset.batch_size,
-        lr=preset.lr,
-        data=data,
-        seed=preset.seed,
-        ranks=preset.vit_tucker_ranks,
-        scaling=args.tucker_scaling,
-        train_subset=preset.train_subset,
-    )
-    targets = [ModelSpec("vit", d, w) for d, w in plan.targets]
-    inits = ["random", init]
-    runs_dir = out / "runs"
-    todo = [
-        (t, i, s)
-        for t in targets
-        for i in inits
-        for s in seeds
-        if not (runs_dir / t.name / i / f"seed{s}.json").is_file()
-    ]
-    if mode != "smoke":
-        jobs = []
-        if not (cache / template_spec.key() / "source.json").is_file():
-            jobs.append((source_model, "mae", preset.steps, preset.batch_size))
-        n_test = plan.test_subset or 10_000
-        for t, i, _ in todo:
-            jobs.append((t, "ft", plan.steps, plan.batch))
-            jobs.append((t, "eval", n_test * (plan.steps // plan.eval_every + 1), 0))
-            if i == "tucker_learned":
-                jobs.append((t, "ft", plan.learn_steps, plan.learn_batch))
-        log("estimating the run time (one timed step per model size) ...")
-        log(f"estimate: ~{fmt_duration(estimate_seconds(jobs, args.device))} on this machine ({len(todo)} runs to do)")
-
-    start = time.perf_counter()
-    template = ensure_source(template_spec, cache, args.device)
-    test_loader = fixed_test_loader(data, plan.test_subset)
-    settings_of = {
-        "data": data,
-        "template": template_spec.key(),
-        "learn_steps": plan.learn_steps,
-        "learn_batch": plan.learn_batch,
-        "steps": plan.steps,
-        "batch": plan.batch,
-        "lr": plan.lr,
-        "eval_every": plan.eval_every,
-        "test_subset": plan.test_subset,
-        "train_subset": plan.train_subset,
-    }
-    curve_rows: list[dict[str, Any]] = []
-    speed_rows: list[dict[str, Any]] = []
-    sentences: list[str] = []
-    k, total = 0, len(targets) * len(inits) * len(seeds)
-    run_seconds = 0.0
-    for target in targets:
-        curves: dict[str, list[list[tuple[int, float]]]] = {i: [] for i in inits}
-        for i in inits:
-            for seed in seeds:
-                k += 1
-                settings = {**settings_of, "target": dataclasses.asdict(target), "init": i, "seed": seed}
-                result = cached_run(
-                    runs_dir / target.name / i / f"seed{seed}.json",
-                    settings,
-                    lambda t=target, i=i, s=seed: one_curve(
-                        t, i, s, template.path, plan, data, test_loader, args.device
-                    ),
-                )
-                curve = [(int(s), float(v)) for s, v in result["curve"]]
-                run_seconds += result["init_s"] + result["finetune_s"]
-                curves[i].append(curve)
-                curve_rows += [{"target": target.name, "init": i, "seed": seed, "step": s, "top1": v} for s, v in curve]
-                how = " (reused)" if result.get("reused") else f" (fine-tune {result['finetune_s']:.1f} s)"
-                log(
-                    f"[{k}/{total}] {target.name} {i} seed {seed}: top1 {curve[0][1]:.2f} at step 0 -> "
-                    f"{curve[-1][1]:.2f} at step {curve[-1][0]}{how}"
-                )
-        for n, seed in enumerate(seeds):
-            speed_rows.append(
-                {"target": target.name, "seed": seed, **speedup_row(curves["random"][n], curves[init][n])}
+def summarize(exp: Experiment, curves: dict[str, dict[str, list]]) -> tuple[list, list[str], dict[str, dict]]:
+    """Speed-ups per seed (and of the mean curves when there are several seeds), one sentence per
+    target, and the mean curves."""
+    rows, sentences, means = [], [], {}
+    for target in exp.targets:
+        by_init = curves[target.name]
+        for n, seed in enumerate(exp.plan.seeds):
+            rows.append(
+                {"target": target.name, "seed": seed, **speedup_row(by_init["random"][n], by_init[exp.init][n])}
             )
-        mean = {i: mean_curve(curves[i]) for i in inits}
-        row = {"target": target.name, "seed": "mean curve", **speedup_row(mean["random"], mean[init])}
-        if len(seeds) > 1:
-            speed_rows.append(row)
-        sentences.append(sentence(target.name, row, init, plan, learn_steps))
+        means[target.name] = {i: mean_curve(by_init[i]) for i in exp.inits}
+        row = {"target": target.name, "seed": "mean curve", **speedup_row(*means[target.name].values())}
+        if len(exp.plan.seeds) > 1:
+            rows.append(row)
+        sentences.append(sentence(target.name, row, exp.init, exp.plan, exp.learn_steps))
+        means[target.name]["_target"] = row["random_final"]
+    return rows, sentences, means
+
+
+def curve_rows(exp: Experiment, curves: dict[str, dict[str, list]]) -> list[dict[str, Any]]:
+    """Every evaluation of every run, for ``curves.csv``."""
+    return [
+        {"target": t.name, "init": i, "seed": seed, "step": s, "top1": v}
+        for t in exp.targets
+        for i in exp.inits
+        for seed, curve in zip(exp.plan.seeds, curves[t.name][i], strict=True)
+        for s, v in curve
+    ]
+
+
+def plot(context: Context, exp: Experiment, means: dict[str, dict]) -> None:
+    """Mean curves per target, random init's final accuracy dashed."""
+    several = len(exp.plan.seeds) > 1
+    for target, by_init in means.items():
         plot_accuracy_vs_steps(
-            {f"random init{' (mean)' if len(seeds) > 1 else ''}": mean["random"], f"{init}": mean[init]},
-            out / f"accuracy_vs_steps_{target.name}.png",
-            provenance=command,
-            target=row["random_final"],
-            title=f"{target.name}: top-1 during fine-tuning ({len(seeds)} seed(s); dashed: random init's final)",
+            {f"random init{' (mean)' if several else ''}": by_init["random"], exp.init: by_init[exp.init]},
+            context.out / f"accuracy_vs_steps_{target}.png",
+            provenance=context.command,
+            target=by_init["_target"],
+            title=f"{target}: top-1 during fine-tuning ({len(exp.plan.seeds)} seed(s); dashed: random init's final)",
         )
 
-    elapsed = time.perf_counter() - start
-    write_table(curve_rows, out / "curves", command)
-    write_table(speed_rows, out / "speedup", command)
+
+def _setting_text(exp: Experiment, compute_s: float, elapsed: float) -> str:
+    """The settings paragraph of the report."""
+    plan, preset, template = exp.plan, exp.preset, exp.template
+    learned = (
+        f" (depth/width scalers learned for {plan.learn_steps} Adam steps x batch {plan.learn_batch} on "
+        "labelled training images before fine-tuning; not counted in the fine-tuning steps)"
+        if exp.init == "tucker_learned"
+        else " (depth interpolate, width slice; nothing learned)"
+    )
+    return (
+        f"Setting `{exp.mode}`: ViT targets {[t.name for t in exp.targets]} on {preset.data}; fine-tuning "
+        f"{plan.finetune_steps} steps x batch {plan.finetune_batch}, AdamW lr {plan.finetune_lr:g}, 10 % warm-up + "
+        "cosine, label smoothing "
+        f"0.1, the same for both inits; top-1 on {plan.test_subset or 'all 10,000'} fixed test images every "
+        f"{plan.eval_every} steps and at step 0; seeds {list(plan.seeds)}. Template: {template.describe()}, MAE "
+        f"{preset.steps} steps x batch {preset.batch_size} (cache `{template.key()}`). Template init: `{exp.init}`"
+        + learned
+        + f". Compute: {fmt_duration(compute_s)} initializing and fine-tuning (with evaluations); this "
+        f"invocation {fmt_duration(elapsed)} (finished runs are reused)."
+    )
+
+
+def report(context: Context, exp: Experiment, rows: list, sentences: list[str], compute_s: float, elapsed: float):
+    """``convergence.md``."""
+    plan = exp.plan
     per_seed = [
-        f"| {r['target']} | {r['seed']} | {r['random_final']:.2f} | {r['template_final']:.2f} | {r['random_steps']} | "
-        f"{'never' if r['template_steps'] is None else r['template_steps']} | {_ratio(r['speedup'])} |"
-        for r in speed_rows
+        [
+            r["target"],
+            r["seed"],
+            f"{r['random_final']:.2f}",
+            f"{r['template_final']:.2f}",
+            r["random_steps"],
+            "never" if r["template_steps"] is None else r["template_steps"],
+            _ratio(r["speedup"]),
+        ]
+        for r in rows
     ]
-    report = [
-        f"Produced by: `{command}`",
-        "",
-        "# Convergence: template init vs random init",
-        "",
+    header = [
+        *report_header("Convergence: template init vs random init", context.command, exp.mode, elapsed / 60),
         "Question: how many times fewer fine-tuning steps does the Tucker-template init need to reach the "
         "final accuracy of random init?",
         "",
-        f"Setting `{mode}`: ViT targets {[t.name for t in targets]} on {data}; fine-tuning {plan.steps} steps x "
-        f"batch {plan.batch}, AdamW lr {plan.lr:g}, 10 % warm-up + cosine, label smoothing 0.1, the same for both "
-        f"inits; top-1 on {plan.test_subset or 'all 10,000'} fixed test images every {plan.eval_every} steps and "
-        f"at step 0; seeds {seeds}. Template: {template_spec.describe()}, MAE {preset.steps} steps x batch "
-        f"{preset.batch_size} (cache `{template_spec.key()}`). Template init: `{init}`"
-        + (
-            f" (depth/width scalers learned for {plan.learn_steps} Adam steps x batch {plan.learn_batch} on "
-            "labelled training images before fine-tuning; not counted in the fine-tuning steps)"
-            if init == "tucker_learned"
-            else " (depth interpolate, width slice; nothing learned)"
-        )
-        + f". Compute: {fmt_duration(run_seconds)} initializing and fine-tuning (with evaluations); this "
-        f"invocation {fmt_duration(elapsed)} (finished runs are reused).",
+        _setting_text(exp, compute_s, elapsed),
         "",
         "Speed-up = steps random init needs to first reach its own final accuracy / steps the template init "
         f"needs to reach that accuracy, both read at evaluation points (resolution {plan.eval_every} steps, so "
-        f"at most {plan.steps // plan.eval_every}x can be seen). `never`: the template init does not reach it "
-        "within the budget (no speed-up).",
-        "",
-        "## Results" + (" (mean curves over seeds)" if len(seeds) > 1 else ""),
-        "",
-        *sentences,
-        "",
-        "| target | seed | random final | template final | random steps | template steps | speed-up |",
-        "|---|---|---:|---:|---:|---:|---:|",
-        *per_seed,
-        "",
-        "Files: `speedup.csv`, `curves.csv` (every evaluation), "
-        + ", ".join(f"`accuracy_vs_steps_{t.name}.png`" for t in targets)
-        + ".",
+        f"at most {plan.finetune_steps // plan.eval_every}x can be seen). `never`: the template init does not "
+        "reach it within the budget (no speed-up).",
     ]
-    (out / "convergence.md").write_text("\n".join(report) + "\n")
+    columns = ["target", "seed", "random final", "template final", "random steps", "template steps", "speed-up"]
+    table = md_table(columns, per_seed, "llrrrrr")
+    title = "Results" + (" (mean curves over seeds)" if len(plan.seeds) > 1 else "")
+    pngs = ", ".join(f"`accuracy_vs_steps_{t.name}.png`" for t in exp.targets)
+    footer = f"Files: `speedup.csv`, `curves.csv` (every evaluation), {pngs}."
+    write_report(context.out / "convergence.md", header, [(title, [*sentences, "", *table])], footer)
+
+
+# -- main -------------------------------------------------------------------------------------------------
+def experiment(context: Context) -> int:
+    """Plan, run, summarize, report (see the module docstring)."""
+    exp = make_plan(context)
+    progress = announce(exp, context)
+    curves, compute_s = run(exp, context, progress)
+    rows, sentences, means = summarize(exp, curves)
+    write_table(curve_rows(exp, curves), context.out / "curves", context.command)
+    write_table(rows, context.out / "speedup", context.command)
+    plot(context, exp, means)
+    report(context, exp, rows, sentences, compute_s, progress.elapsed)
     print("\n".join(sentences))
-    log(f"done in {fmt_duration(elapsed)}; results in {out}")
+    log(f"done in {fmt_duration(progress.elapsed)}; results in {context.out}")
     return 0
+
+
+main = entry_point(NAME, __doc__, PLANS, experiment, extra=options)
 
 
 if __name__ == "__main__":

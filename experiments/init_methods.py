@@ -5,7 +5,7 @@ pre-training of the target itself?
 Every method gets the same fine-tuning budget (steps, batch, learning rate, schedule, data
 order for a given seed) and is scored on the same test images; mean and spread over seeds.
 
-Methods (the names of the initializer registry, ``tucker_init.initializers``):
+Methods (the names of the initializer registry, ``tucker_init.get_initializer``):
 
 - ``random``: timm's default init of the target.
 - ``weight_selection``: uniform element selection + first-N layers from a dense MAE-trained
@@ -13,7 +13,7 @@ Methods (the names of the initializer registry, ``tucker_init.initializers``):
 - ``linear_expansion``: ``theta_l = A + (l/L) B`` fitted over the dense source's layers (TLEG).
 - ``kronecker``: a Kronecker template (WAVE / WeiT), MAE-trained; the target's scalers are
   learned on labelled data for a small budget before fine-tuning.
-- ``tucker``: a Tucker template (SWEET: MAE, width-wise stochastic scaling ``--tucker-scaling``,
+- ``tucker``: a Tucker template (SWEET: MAE, width-wise stochastic scaling ``--scaling``,
   default ``off``: ``stochastic_scaling.py`` found prefix masks no better than none); target
   scalers by the rules only (depth ``interpolate``, width ``slice``), nothing learned.
 - ``tucker_learned``: the same template, target scalers learned like ``kronecker``'s.
@@ -30,10 +30,10 @@ change only.
 
 Run (from the repository root):
 
-    .venv/bin/python experiments/init_methods.py --quick    # ~10-15 min on 2 busy CPU cores: 3 targets, 1 seed
-    .venv/bin/python experiments/init_methods.py --medium   # ~1.5 h: 6 targets, 1000-step sources, 3 seeds
-    .venv/bin/python experiments/init_methods.py            # full: 7 targets, 3 seeds (hours; estimate printed)
-    .venv/bin/python experiments/init_methods.py --smoke    # seconds; for the tests only
+    python -m experiments.init_methods --quick    # ~10-15 min on 2 busy CPU cores: 3 targets, 1 seed
+    python -m experiments.init_methods --medium   # ~1.5 h: 6 targets, 1000-step sources, 3 seeds
+    python -m experiments.init_methods            # full: 7 targets, 3 seeds (hours; estimate printed)
+    python -m experiments.init_methods --smoke    # seconds; for the tests only
 
 Outputs in ``results/init_methods/<quick|medium|full|smoke>/``: ``init_methods.md`` (command line,
 settings, sources, table, one sentence per size, where the template does not help),
@@ -44,52 +44,41 @@ so an interrupted full run resumes.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script: make the library and experiments/ importable
-    sys.path.insert(0, str(ROOT))
+from torch import nn
 
-from analysis import aggregate, plot_accuracy_vs_size, write_table  # noqa: E402
-from experiments._common import (  # noqa: E402
-    CACHE_DIR,
-    RESULTS_DIR,
-    SOURCE_PRESETS,
+from analysis import aggregate, plot_accuracy_vs_size, write_table
+from experiments.harness.cache import cached_run, settings_of
+from experiments.harness.cli import Context, add_scaling_option, entry_point
+from experiments.harness.data import Splits, load_splits
+from experiments.harness.estimate import Job, Progress, estimate_seconds, fmt_duration, log
+from experiments.harness.measure import count_params
+from experiments.harness.provenance import md_table, report_header, write_report
+from experiments.harness.runs import init_target
+from experiments.harness.settings import PLAN_BUDGETS, FinetunePlan, resolve_plan
+from experiments.harness.sources import (
     Source,
     SourcePreset,
     SourceSpec,
-    base_parser,
-    cached_run,
-    count_params,
     ensure_source,
-    estimate_seconds,
-    finetune_classifier,
-    fixed_test_loader,
-    fmt_duration,
-    log,
     max_shared_ranks,
-    parse_seeds,
-    provenance,
-    resolve_device,
-    resolve_mode,
-    seed_everything,
-    setup_torch,
+    source_job,
     template_params,
 )
-from tucker_init.initialize import LearnConfig  # noqa: E402
-from tucker_init.initializers import get_initializer  # noqa: E402
-from tucker_init.models import parse_size  # noqa: E402
-from tucker_init.pipeline import ModelSpec, load_model, make_loaders  # noqa: E402
+from tucker_init.models import parse_size
+from tucker_init.pipeline import ModelSpec, load_model
 
+NAME = "init_methods"
 METHODS = ("random", "weight_selection", "linear_expansion", "kronecker", "tucker", "tucker_learned", "pretrained")
 TEMPLATE_METHODS = ("tucker_learned", "tucker", "kronecker")
 LEARNED = ("kronecker", "tucker_learned")
+SEEDED = ("random", "tucker", "tucker_learned", "kronecker")  # the initializers that take a seed
 METHOD_NOTES = {
     "random": "timm's default init",
     "weight_selection": "uniform selection from the dense MAE source",
@@ -101,28 +90,25 @@ METHOD_NOTES = {
 }
 
 
-@dataclass(frozen=True)
-class Plan:
+@dataclass(frozen=True, kw_only=True)
+class Plan(FinetunePlan):
     """Targets and budgets of one mode (sources: :data:`SOURCE_PRESETS`)."""
 
     vit_targets: tuple[tuple[int, int], ...]
     resnet_targets: tuple[tuple[int, int], ...]  # (depth, width); each width gets its own sources
-    learn_steps: int
-    learn_batch: int
-    finetune_steps: int
-    finetune_batch: int
-    finetune_lr: float
-    test_subset: int | None
-    train_subset: int | None = None  # fine-tuning data subset (smoke only)
 
 
+_SIZES = ((3, 64), (3, 128), (3, 192), (6, 128))  # the issue's sizes except L12 w192
 PLANS: dict[str, Plan] = {
-    "smoke": Plan(((1, 64),), ((1, 8),), 2, 16, 3, 16, 1e-3, 64, 256),
-    "quick": Plan(((3, 64), (6, 128)), ((1, 16),), 50, 32, 150, 32, 1e-3, 2000),
-    # The issue's sizes except L12 w192 (the full setting's), the demo's fine-tuning length.
-    "medium": Plan(((3, 64), (3, 128), (3, 192), (6, 128)), ((1, 16), (1, 32)), 50, 32, 200, 32, 1e-3, 2000),
-    # ~0.16 epoch of Fashion-MNIST for the scalers (150 x 64 = 9,600 images), as in SWEET.
-    "full": Plan(((3, 64), (3, 128), (3, 192), (6, 128), (12, 192)), ((1, 16), (1, 32)), 150, 64, 1000, 64, 1e-3, None),
+    "smoke": Plan(**PLAN_BUDGETS["smoke"], vit_targets=((1, 64),), resnet_targets=((1, 8),), finetune_steps=3),
+    "quick": Plan(
+        **PLAN_BUDGETS["quick"], vit_targets=((3, 64), (6, 128)), resnet_targets=((1, 16),), finetune_steps=150
+    ),
+    # The demo's fine-tuning length.
+    "medium": Plan(**PLAN_BUDGETS["medium"], vit_targets=_SIZES, resnet_targets=((1, 16), (1, 32)), finetune_steps=200),
+    "full": Plan(
+        **PLAN_BUDGETS["full"], vit_targets=(*_SIZES, (12, 192)), resnet_targets=((1, 16), (1, 32)), finetune_steps=1000
+    ),
 }
 
 
@@ -138,25 +124,6 @@ class Family:
     kronecker: SourceSpec
 
 
-def _parse(argv: list[str] | None):
-    parser = base_parser(__doc__)
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma list of methods (default: all)")
-    parser.add_argument("--pretrain-steps", type=int, default=None, help="MAE steps of every source")
-    parser.add_argument(
-        "--learn-steps", type=int, default=None, help="scaler-learning steps (kronecker, tucker_learned)"
-    )
-    parser.add_argument("--finetune-steps", type=int, default=None, help="fine-tuning steps of every run")
-    parser.add_argument(
-        "--vit-targets",
-        default=None,
-        help="comma list of ViT sizes, e.g. L3w64,L12w192 ('' = none; default: the mode's)",
-    )
-    parser.add_argument(
-        "--resnet-targets", default=None, help="comma list of ResNet sizes, e.g. L1w16 ('' = none); default: the mode's"
-    )
-    return parser.parse_args(argv)
-
-
 def _sizes(text: str, option: str) -> tuple[tuple[int, int], ...]:
     """``"L3w64,L12w192"`` -> ``((3, 64), (12, 192))``; ``""`` -> no targets."""
     try:
@@ -165,23 +132,15 @@ def _sizes(text: str, option: str) -> tuple[tuple[int, int], ...]:
         raise SystemExit(f"{option}: {err}") from None
 
 
-def build_families(preset: SourcePreset, plan: Plan, vit_scaling: str = "off") -> list[Family]:
-    """The ViT family (Tucker template pre-trained with width scaling ``vit_scaling``) and one
+def build_families(preset: SourcePreset, plan: Plan) -> list[Family]:
+    """The ViT family (Tucker template pre-trained with width scaling ``preset.scaling``) and one
     ResNet family per target width."""
 
     def sources(model: ModelSpec, tucker_ranks: tuple[int, int, int], kron_ranks, scaling: str):
-        common = {
-            "steps": preset.steps,
-            "batch_size": preset.batch_size,
-            "lr": preset.lr,
-            "data": preset.data,
-            "seed": preset.seed,
-            "train_subset": preset.train_subset,
-        }
         return (
-            SourceSpec("dense", model, **common),
-            SourceSpec("tucker", model, ranks=tucker_ranks, scaling=scaling, **common),
-            SourceSpec("kronecker", model, ranks=kron_ranks, **common),
+            preset.source("dense", model),
+            preset.source("tucker", model, tucker_ranks, scaling),
+            preset.source("kronecker", model, kron_ranks),
         )
 
     families = []
@@ -189,7 +148,9 @@ def build_families(preset: SourcePreset, plan: Plan, vit_scaling: str = "off") -
         model = ModelSpec("vit", *preset.vit_source)
         targets = [ModelSpec("vit", d, w) for d, w in plan.vit_targets]
         families.append(
-            Family("ViT", model, targets, *sources(model, preset.vit_tucker_ranks, preset.vit_kron_ranks, vit_scaling))
+            Family(
+                "ViT", model, targets, *sources(model, preset.vit_tucker_ranks, preset.vit_kron_ranks, preset.scaling)
+            )
         )
     for width in sorted({w for _, w in plan.resnet_targets}):
         model = ModelSpec("resnet", preset.resnet_source_depth, width)
@@ -210,47 +171,140 @@ def build_families(preset: SourcePreset, plan: Plan, vit_scaling: str = "off") -
 def direct_source(family: Family, target: ModelSpec) -> SourceSpec:
     """Direct pre-training of ``target``: the dense source's budget on the target's size (the
     same cache entry as the dense source when the target has the source's size)."""
-    return dataclasses.replace(family.dense, model=target)
+    return replace(family.dense, model=target)
 
 
-def one_run(
-    target: ModelSpec,
-    method: str,
-    seed: int,
-    sources: dict[str, Any],
-    plan: Plan,
-    data: str,
-    test_loader: Any,
-    device: str,
-) -> dict[str, Any]:
+# -- plan -------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Experiment:
+    """The resolved plan of one invocation: sources, targets, methods, seeds."""
+
+    mode: str
+    preset: SourcePreset
+    plan: Plan
+    methods: tuple[str, ...]
+    families: tuple[Family, ...]
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return self.plan.seeds
+
+    def needed(self) -> dict[str, SourceSpec]:
+        """Cache key -> source, for every source the methods use (each pre-trained once)."""
+        needed: dict[str, SourceSpec] = {}
+        for fam in self.families:
+            wanted = [
+                (fam.dense, {"weight_selection", "linear_expansion"}),
+                (fam.tucker, {"tucker", "tucker_learned"}),
+                (fam.kronecker, {"kronecker"}),
+            ]
+            wanted += [(direct_source(fam, t), {"pretrained"}) for t in fam.targets]
+            needed.update({src.key(): src for src, users in wanted if users & set(self.methods)})
+        return needed
+
+    def runs(self) -> list[tuple[Family, ModelSpec, str, int]]:
+        """Every (family, target, method, seed) run."""
+        return [(f, t, m, s) for f in self.families for t in f.targets for m in self.methods for s in self.seeds]
+
+
+def options(parser: Any) -> None:
+    """The script's own options."""
+    add_scaling_option(parser)
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma list of methods (default: all)")
+    parser.add_argument("--learn-steps", type=int, help="scaler-learning steps (kronecker, tucker_learned)")
+    parser.add_argument(
+        "--vit-targets", help="comma list of ViT sizes, e.g. L3w64,L12w192 ('' = none; default: the mode's)"
+    )
+    parser.add_argument(
+        "--resnet-targets", help="comma list of ResNet sizes, e.g. L1w16 ('' = none); default: the mode's"
+    )
+
+
+def make_plan(context: Context) -> Experiment:
+    """The mode's preset and plan with the command line's overrides."""
+    args = context.args
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise SystemExit(f"unknown method(s) {unknown}; known: {list(METHODS)}")
+    preset, plan = resolve_plan(
+        PLANS,
+        context,
+        vit_targets=None if args.vit_targets is None else _sizes(args.vit_targets, "--vit-targets"),
+        resnet_targets=None if args.resnet_targets is None else _sizes(args.resnet_targets, "--resnet-targets"),
+    )
+    return Experiment(context.mode, preset, plan, methods, tuple(build_families(preset, plan)))
+
+
+def run_path(context: Context, target: ModelSpec, method: str, seed: int) -> Path:
+    return context.out / "runs" / target.name / method / f"seed{seed}.json"
+
+
+def announce(exp: Experiment, context: Context) -> Progress:
+    """Print the plan and the measured estimate of the work left; the progress of the run."""
+    plan = exp.plan
+    jobs = [
+        source_job(src) for src in exp.needed().values() if not (context.cache / src.key() / "source.json").is_file()
+    ]
+    todo = [(t, m) for _, t, m, s in exp.runs() if not run_path(context, t, m, s).is_file()]
+    jobs += [j for t, m in todo for j in run_jobs(plan, t, m)]
+    log(f"init_methods ({exp.mode}): {context.command}")
+    log(
+        f"methods {list(exp.methods)}; seeds {list(exp.seeds)}; data {exp.preset.data}; output {context.out}; "
+        f"cache {context.cache}"
+    )
+    log("estimating the run time (one timed step per model size) ...")
+    total = estimate_seconds(jobs, context.device)
+    log(
+        f"estimate: ~{fmt_duration(total)} on this machine for {len(jobs)} jobs ({len(todo)} fine-tuning runs to "
+        f"do, {sum(1 for j in jobs if j.kind == 'mae')} sources to pre-train)"
+    )
+    return Progress(total)
+
+
+# -- run --------------------------------------------------------------------------------------------------
+def run_jobs(plan: Plan, target: ModelSpec, method: str) -> list[Job]:
+    """The estimate's jobs of one run: scaler learning, fine-tuning, the final evaluation."""
+    jobs = [
+        Job(target, "ft", plan.finetune_steps, plan.finetune_batch),
+        Job(target, "eval", plan.test_subset or 10_000),
+    ]
+    return jobs + ([Job(target, "ft", plan.learn_steps, plan.learn_batch)] if method in LEARNED else [])
+
+
+def method_sources(fam: Family, target: ModelSpec, built: dict[str, Source]) -> dict[str, Any]:
+    """What each method initializes ``target`` from (None where the method is not run)."""
+
+    def path(src: SourceSpec) -> Path | None:
+        return built[src.key()].path if src.key() in built else None
+
+    def dense(src: SourceSpec) -> nn.Module | None:
+        return load_model(built[src.key()].path)[0] if src.key() in built else None
+
+    dense_model = dense(fam.dense)
+    return {
+        "random": None,
+        "weight_selection": dense_model,
+        "linear_expansion": dense_model,
+        "kronecker": path(fam.kronecker),
+        "tucker": path(fam.tucker),
+        "tucker_learned": path(fam.tucker),
+        "pretrained": dense(direct_source(fam, target)),
+    }
+
+
+def one_run(target: ModelSpec, method: str, seed: int, source: Any, plan: Plan, splits: Splits, device: str):
     """Initialize ``target`` by ``method`` and fine-tune it; a dict with top1 or the n/a reason."""
-    seed_everything(seed)
-    model = target.build()  # the target's own init depends on the seed (parts no source covers keep it)
     options: dict[str, Any] = {}
-    if method in ("random", "tucker", "tucker_learned", "kronecker"):
-        options["seed"] = seed
     if method in LEARNED:
-        loader, _ = make_loaders(data, plan.learn_batch, seed=seed, train_subset=plan.train_subset)
-        options["learn"] = LearnConfig(
-            data=loader, steps=plan.learn_steps, progress=False, device=str(resolve_device(device))
-        )
+        options["learn"] = plan.learn(splits, seed, device)
     start = time.perf_counter()
     try:
-        model, report = get_initializer(method)(model, sources[method], return_report=True, **options)
+        model, report = init_target(target, method, source, seed, seed_method=method in SEEDED, **options)
     except ValueError as err:  # the method cannot build this target (e.g. a larger width than the source)
         return {"status": "n/a", "reason": str(err).splitlines()[0][:200]}
     init_s = time.perf_counter() - start
-    result = finetune_classifier(
-        model,
-        data,
-        test_loader,
-        steps=plan.finetune_steps,
-        batch_size=plan.finetune_batch,
-        lr=plan.finetune_lr,
-        seed=seed,
-        device=device,
-        train_subset=plan.train_subset,
-    )
+    result = plan.finetune(model, splits, seed, device)
     assert result.final_eval is not None
     return {
         "status": "ok",
@@ -262,6 +316,111 @@ def one_run(
         "learn_loss_last": report.losses[-1] if report.losses else None,
         "tensors": dict(Counter(report.entries.values())),
     }
+
+
+def run_row(fam: Family, target: ModelSpec, params: int, method: str, seed: int, result: dict) -> dict[str, Any]:
+    """One line of ``runs.csv``."""
+    row = {
+        "family": fam.name,
+        "target": target.name,
+        "params": params,
+        "method": method,
+        "seed": seed,
+        "status": result["status"],
+    }
+    keys = ("top1", "test_loss", "init_s", "finetune_s", "learn_loss_first", "learn_loss_last")
+    return {**row, **{k: result.get(k) for k in keys}, "note": result.get("reason", "")}
+
+
+def run(exp: Experiment, context: Context, progress: Progress) -> tuple[list[dict[str, Any]], dict[str, Source]]:
+    """The sources, then every run (finished runs are reused)."""
+    built = {key: ensure_source(src, context.cache, context.device) for key, src in exp.needed().items()}
+    for source in built.values():
+        if not source.reused:
+            progress.advance(estimate_seconds([source_job(source.spec)], context.device))
+    plan = exp.plan
+    splits = load_splits(exp.preset.data, train_subset=plan.train_subset, test_subset=plan.test_subset)
+    settings = {**settings_of(plan), "data": exp.preset.data}
+    rows: list[dict[str, Any]] = []
+    all_runs = exp.runs()
+    for k, (fam, target, method, seed) in enumerate(all_runs, 1):
+        source = method_sources(fam, target, built)[method]
+        keys = {
+            "dense": fam.dense.key(),
+            "tucker": fam.tucker.key(),
+            "kronecker": fam.kronecker.key(),
+            "direct": direct_source(fam, target).key(),
+        }
+        result = cached_run(
+            run_path(context, target, method, seed),
+            {**settings, "target": asdict(target), "method": method, "seed": seed, "sources": keys},
+            lambda t=target, m=method, s=seed, src=source: one_run(t, m, s, src, plan, splits, context.device),
+        )
+        row = run_row(fam, target, count_params(target.build()), method, seed, result)
+        rows.append(row)
+        what = f"top1 {row['top1']:.2f}" if row["status"] == "ok" else f"n/a: {row['note']}"
+        extra = " (reused)" if result.get("reused") else ""
+        if row["status"] == "ok" and not result.get("reused"):
+            extra = f" (init {row['init_s']:.1f} s, fine-tune {row['finetune_s']:.1f} s)"
+            progress.advance(estimate_seconds(run_jobs(plan, target, method), context.device))
+        progress.stage(f"[{k}/{len(all_runs)}] {target.name} {method} seed {seed}: {what}{extra}")
+    return rows, built
+
+
+# -- summarize --------------------------------------------------------------------------------------------
+def summarize(rows: list[dict[str, Any]], targets: list[str], methods: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Mean, std and n per (target, method), with the difference to random init; n/a with its reason."""
+    ok_rows = [r for r in rows if r["status"] == "ok"]
+    agg = {(r["target"], r["method"]): r for r in aggregate(ok_rows, ["target", "method"], "top1")} if ok_rows else {}
+    params_of = {r["target"]: r["params"] for r in rows}
+    summary: list[dict[str, Any]] = []
+    for name in targets:
+        rnd = agg.get((name, "random"))
+        for method in methods:
+            a = agg.get((name, method))
+            row = {"target": name, "params": params_of[name], "method": method}
+            if a is None:
+                note = next((r["note"] for r in rows if r["target"] == name and r["method"] == method), "")
+                summary.append({**row, "status": "n/a", "note": note})
+                continue
+            delta = a["top1_mean"] - rnd["top1_mean"] if rnd is not None else None
+            summary.append(
+                {
+                    **row,
+                    "status": "ok",
+                    "top1_mean": a["top1_mean"],
+                    "top1_std": a["top1_std"],
+                    "n": a["n"],
+                    "delta_vs_random": delta,
+                    "note": "",
+                }
+            )
+    return summary
+
+
+def source_rows(built: dict[str, Source]) -> list[dict[str, Any]]:
+    """One line per source: parameters, MAE budget and losses, time."""
+    rows = []
+    for src in built.values():
+        row = {
+            "source": src.spec.describe(),
+            "params": count_params(src.spec.model.build()),
+            "mae_steps": src.spec.steps,
+            "batch": src.spec.batch_size,
+            "mae_loss_first": src.meta.get("first_loss"),
+            "mae_loss_final": src.meta.get("final_loss"),
+            "pretrain_s": src.meta.get("pretrain_s"),
+            "key": src.spec.key(),
+        }
+        if src.spec.kind != "dense":
+            counts = template_params(src.path)
+            row.update(
+                params=counts["template"] + counts["scalers"],
+                template_params=counts["template"],
+                scaler_params=counts["scalers"],
+            )
+        rows.append(row)
+    return rows
 
 
 def _fmt(mean: float, std: float, n: int) -> str:
@@ -316,278 +475,6 @@ def verdicts(summary: list[dict[str, Any]], targets: list[str], methods: list[st
     return sentences, no_help
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parse(argv)
-    mode = resolve_mode(args)
-    setup_torch(args.threads)
-    command = provenance(__file__, argv)
-    seeds = parse_seeds(args.seeds, mode)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown:
-        raise SystemExit(f"unknown method(s) {unknown}; known: {list(METHODS)}")
-    preset = SOURCE_PRESETS[mode]
-    preset = dataclasses.replace(
-        preset,
-        data=args.data or preset.data,
-        steps=args.pretrain_steps or preset.steps,
-    )
-    plan = PLANS[mode]
-    plan = dataclasses.replace(
-        plan,
-        learn_steps=args.learn_steps or plan.learn_steps,
-        finetune_steps=args.finetune_steps or plan.finetune_steps,
-        vit_targets=_sizes(args.vit_targets, "--vit-targets") if args.vit_targets is not None else plan.vit_targets,
-        resnet_targets=(
-            _sizes(args.resnet_targets, "--resnet-targets") if args.resnet_targets is not None else plan.resnet_targets
-        ),
-    )
-    out = Path(args.out) if args.out else RESULTS_DIR / "init_methods" / mode
-    cache = Path(args.cache) if args.cache else CACHE_DIR
-    data = preset.data
-    log(f"init_methods ({mode}): {command}")
-    log(f"methods {methods}; seeds {seeds}; data {data}; output {out}; cache {cache}")
-
-    families = build_families(preset, plan, args.tucker_scaling)
-    needed: dict[str, SourceSpec] = {}  # cache key -> source, every source pre-trained once
-    for fam in families:
-        if {"weight_selection", "linear_expansion"} & set(methods):
-            needed[fam.dense.key()] = fam.dense
-        if {"tucker", "tucker_learned"} & set(methods):
-            needed[fam.tucker.key()] = fam.tucker
-        if "kronecker" in methods:
-            needed[fam.kronecker.key()] = fam.kronecker
-        if "pretrained" in methods:
-            for t in fam.targets:
-                needed[direct_source(fam, t).key()] = direct_source(fam, t)
-
-    # -- estimate -------------------------------------------------------------------------------
-    settings_of = {
-        "data": data,
-        "learn_steps": plan.learn_steps,
-        "learn_batch": plan.learn_batch,
-        "finetune_steps": plan.finetune_steps,
-        "finetune_batch": plan.finetune_batch,
-        "finetune_lr": plan.finetune_lr,
-        "test_subset": plan.test_subset,
-        "train_subset": plan.train_subset,
-    }
-    runs_dir = out / "runs"
-    todo = [
-        (fam, t, m, s)
-        for fam in families
-        for t in fam.targets
-        for m in methods
-        for s in seeds
-        if not (runs_dir / t.name / m / f"seed{s}.json").is_file()
-    ]
-    if mode != "smoke":
-        jobs = [
-            (src.model, "mae", src.steps, src.batch_size)
-            for src in needed.values()
-            if not (cache / src.key() / "source.json").is_file()
-        ]
-        n_test = plan.test_subset or 10_000
-        for _, t, m, _ in todo:
-            jobs.append((t, "ft", plan.finetune_steps, plan.finetune_batch))
-            jobs.append((t, "eval", n_test, 0))
-            if m in LEARNED:
-                jobs.append((t, "ft", plan.learn_steps, plan.learn_batch))
-        log("estimating the run time (one timed step per model size) ...")
-        estimate = estimate_seconds(jobs, args.device)
-        log(
-            f"estimate: ~{fmt_duration(estimate)} on this machine for {len(jobs)} jobs "
-            f"({len(todo)} fine-tuning runs to do, {sum(1 for j in jobs if j[1] == 'mae')} sources to pre-train)"
-        )
-
-    # -- sources --------------------------------------------------------------------------------
-    start = time.perf_counter()
-    built: dict[str, Source] = {key: ensure_source(src, cache, args.device) for key, src in needed.items()}
-
-    test_loader = fixed_test_loader(data, plan.test_subset)
-    rows: list[dict[str, Any]] = []
-    total = sum(len(f.targets) for f in families) * len(methods) * len(seeds)
-    k = 0
-    for fam in families:
-        dense_model = load_model(built[fam.dense.key()].path)[0] if fam.dense.key() in built else None
-        for target in fam.targets:
-            srcs: dict[str, Any] = {
-                "random": None,
-                "weight_selection": dense_model,
-                "linear_expansion": dense_model,
-                "kronecker": built[fam.kronecker.key()].path if fam.kronecker.key() in built else None,
-                "tucker": built[fam.tucker.key()].path if fam.tucker.key() in built else None,
-                "tucker_learned": built[fam.tucker.key()].path if fam.tucker.key() in built else None,
-            }
-            direct_key = direct_source(fam, target).key()
-            if direct_key in built:
-                srcs["pretrained"] = load_model(built[direct_key].path)[0]
-            params = count_params(target.build())
-            for method in methods:
-                for seed in seeds:
-                    k += 1
-                    settings = {
-                        **settings_of,
-                        "target": dataclasses.asdict(target),
-                        "method": method,
-                        "seed": seed,
-                        "sources": {
-                            "dense": fam.dense.key(),
-                            "tucker": fam.tucker.key(),
-                            "kronecker": fam.kronecker.key(),
-                            "direct": direct_key,
-                        },
-                    }
-                    result = cached_run(
-                        runs_dir / target.name / method / f"seed{seed}.json",
-                        settings,
-                        lambda t=target, m=method, s=seed, src=srcs: one_run(
-                            t, m, s, src, plan, data, test_loader, args.device
-                        ),
-                    )
-                    row = {
-                        "family": fam.name,
-                        "target": target.name,
-                        "params": params,
-                        "method": method,
-                        "seed": seed,
-                        "status": result["status"],
-                        "top1": result.get("top1"),
-                        "test_loss": result.get("test_loss"),
-                        "init_s": result.get("init_s"),
-                        "finetune_s": result.get("finetune_s"),
-                        "learn_loss_first": result.get("learn_loss_first"),
-                        "learn_loss_last": result.get("learn_loss_last"),
-                        "note": result.get("reason", ""),
-                    }
-                    rows.append(row)
-                    what = f"top1 {row['top1']:.2f}" if row["status"] == "ok" else f"n/a: {row['note']}"
-                    extra = " (reused)" if result.get("reused") else ""
-                    if row["status"] == "ok" and not result.get("reused"):
-                        extra = f" (init {row['init_s']:.1f} s, fine-tune {row['finetune_s']:.1f} s)"
-                    log(f"[{k}/{total}] {target.name} {method} seed {seed}: {what}{extra}")
-
-    # -- tables, plot, report -------------------------------------------------------------------
-    elapsed = time.perf_counter() - start
-    write_table(rows, out / "runs", command)
-    ok_rows = [r for r in rows if r["status"] == "ok"]
-    summary: list[dict[str, Any]] = []
-    agg = {(r["target"], r["method"]): r for r in aggregate(ok_rows, ["target", "method"], "top1")} if ok_rows else {}
-    target_names = [t.name for fam in families for t in fam.targets]
-    params_of = {r["target"]: r["params"] for r in rows}
-    for name in target_names:
-        rnd = agg.get((name, "random"))
-        for method in methods:
-            a = agg.get((name, method))
-            if a is None:
-                note = next((r["note"] for r in rows if r["target"] == name and r["method"] == method), "")
-                summary.append(
-                    {"target": name, "params": params_of[name], "method": method, "status": "n/a", "note": note}
-                )
-                continue
-            summary.append(
-                {
-                    "target": name,
-                    "params": params_of[name],
-                    "method": method,
-                    "status": "ok",
-                    "top1_mean": a["top1_mean"],
-                    "top1_std": a["top1_std"],
-                    "n": a["n"],
-                    "delta_vs_random": a["top1_mean"] - rnd["top1_mean"] if rnd is not None else None,
-                    "note": "",
-                }
-            )
-    write_table(summary, out / "summary", command)
-    plot_rows = [
-        {"method": r["method"], "size": r["target"], "top1_mean": r["top1_mean"], "top1_std": r["top1_std"]}
-        for r in summary
-        if r["status"] == "ok"
-    ]
-    if plot_rows:
-        plot_accuracy_vs_size(
-            plot_rows,
-            out / "accuracy_vs_size.png",
-            provenance=command,
-            title=f"Fine-tuned top-1 by init method ({plan.finetune_steps} steps, {len(seeds)} seed(s))",
-            figsize=(max(8.0, 1.8 * len(target_names)), 4.8),
-        )
-
-    source_rows = []
-    for src in built.values():
-        row = {
-            "source": src.spec.describe(),
-            "params": count_params(src.spec.model.build()),
-            "mae_steps": src.spec.steps,
-            "batch": src.spec.batch_size,
-            "mae_loss_first": src.meta.get("first_loss"),
-            "mae_loss_final": src.meta.get("final_loss"),
-            "pretrain_s": src.meta.get("pretrain_s"),
-            "key": src.spec.key(),
-        }
-        if src.spec.kind != "dense":
-            counts = template_params(src.path)
-            row["params"] = counts["template"] + counts["scalers"]
-            row["template_params"] = counts["template"]
-            row["scaler_params"] = counts["scalers"]
-        source_rows.append(row)
-    if source_rows:
-        write_table(source_rows, out / "sources", command)
-
-    sentences, no_help = verdicts(summary, target_names, methods)
-    table = _pivot(summary, target_names, methods)
-    vit_scaling = next((f.tucker.scaling for f in families if f.source_model.family == "vit"), "off")
-    report = [
-        f"Produced by: `{command}`",
-        "",
-        "# Initialization methods x target sizes",
-        "",
-        f"Question: which initialization gives the best fine-tuned top-1 on {data} at each target size?",
-        "",
-        f"Setting `{mode}`: fine-tuning {plan.finetune_steps} steps x batch {plan.finetune_batch}, "
-        f"AdamW lr {plan.finetune_lr:g}, 10 % warm-up + cosine, label smoothing 0.1, the same for every "
-        f"method; test images: {plan.test_subset or 'all 10,000'} (the same for every run); "
-        f"seeds {seeds} (mean ± sample std). Sources: MAE, {preset.steps} steps x batch {preset.batch_size}, "
-        f"lr {preset.lr:g}, seed {preset.seed}, each pre-trained once. Learned scalers "
-        f"(`kronecker`, `tucker_learned`): {plan.learn_steps} Adam steps x batch {plan.learn_batch} on labelled "
-        "training images before fine-tuning (not counted in the fine-tuning budget). "
-        f"Compute: {fmt_duration(sum(r.get('pretrain_s') or 0 for r in source_rows))} pre-training sources, "
-        f"{fmt_duration(sum((r['init_s'] or 0) + (r['finetune_s'] or 0) for r in ok_rows))} initializing and "
-        f"fine-tuning (this invocation: {fmt_duration(elapsed)}, finished runs and sources are reused).",
-        "",
-        "Methods: " + "; ".join(f"`{m}` = {METHOD_NOTES[m].format(scaling=vit_scaling)}" for m in methods) + ".",
-        "",
-        "## Top-1 (%) after fine-tuning",
-        "",
-        *table,
-        "",
-        "## What the numbers say",
-        "",
-        *sentences,
-        "",
-        "## Where the template does not help",
-        "",
-        *(no_help or ["- Nowhere in this run: every template method beat random init by more than the seed spread."]),
-        "",
-        "## Notes",
-        "",
-        *_notes(families, preset, plan, mode),
-        "",
-        "Sources (`sources.csv`):",
-        "",
-        *_source_lines(source_rows),
-        "",
-        "Files: `summary.csv` (per size and method), `runs.csv` (per seed), `sources.csv`, `accuracy_vs_size.png`.",
-    ]
-    (out / "init_methods.md").write_text("\n".join(line for line in report if line is not None) + "\n")
-    print("\n".join(table))
-    print()
-    print("\n".join(sentences))
-    print("\nWhere the template does not help:\n" + ("\n".join(no_help) or "- nowhere in this run"))
-    log(f"done in {fmt_duration(elapsed)}; results in {out}")
-    return 0
-
-
 def _notes(families: list[Family], preset: SourcePreset, plan: Plan, mode: str) -> list[str]:
     """The notes that apply to this run."""
     notes = [f"- {fam.name} sources are made on {fam.source_model.name}." for fam in families]
@@ -619,31 +506,117 @@ def _notes(families: list[Family], preset: SourcePreset, plan: Plan, mode: str) 
 def _pivot(summary: list[dict[str, Any]], targets: list[str], methods: list[str]) -> list[str]:
     """Markdown table: one row per target, one column per method, ``mean ± std``; best in bold."""
     by = {(r["target"], r["method"]): r for r in summary}
-    lines = ["| target | params | " + " | ".join(methods) + " |", "|---|---:|" + "---:|" * len(methods)]
+    rows = []
     for t in targets:
-        cells = []
-        oks = [by[(t, m)]["top1_mean"] for m in methods if by.get((t, m), {}).get("status") == "ok"]
-        best = max(oks) if oks else None
-        for m in methods:
-            r = by.get((t, m))
-            if r is None or r["status"] != "ok":
-                cells.append("n/a")
-                continue
-            cell = _fmt(r["top1_mean"], r["top1_std"], r["n"])
-            cells.append(f"**{cell}**" if r["top1_mean"] == best else cell)
+        ok = {m: by[(t, m)] for m in methods if by.get((t, m), {}).get("status") == "ok"}
+        best = max((r["top1_mean"] for r in ok.values()), default=None)
+        cells = ["n/a"] * len(methods)
+        for k, m in enumerate(methods):
+            if m in ok:
+                cell = _fmt(ok[m]["top1_mean"], ok[m]["top1_std"], ok[m]["n"])
+                cells[k] = f"**{cell}**" if ok[m]["top1_mean"] == best else cell
         params = next((by[(t, m)]["params"] for m in methods if (t, m) in by), "")
-        lines.append(f"| {t} | {params:,} | " + " | ".join(cells) + " |")
-    return lines
+        rows.append([t, f"{params:,}", *cells])
+    return md_table(["target", "params", *methods], rows, "lr" + "r" * len(methods))
 
 
 def _source_lines(rows: list[dict[str, Any]]) -> list[str]:
-    lines = ["| source | params | MAE steps x batch | MAE loss first -> final | time |", "|---|---:|---|---|---:|"]
+    """The sources table in Markdown."""
+    cells = []
     for r in rows:
         first, final = r.get("mae_loss_first"), r.get("mae_loss_final")
         loss = f"{first:.4f} -> {final:.4f}" if first is not None and final is not None else ""
         t = fmt_duration(r["pretrain_s"]) if r.get("pretrain_s") is not None else ""
-        lines.append(f"| {r['source']} | {r['params']:,} | {r['mae_steps']} x {r['batch']} | {loss} | {t} |")
-    return lines
+        cells.append([r["source"], f"{r['params']:,}", f"{r['mae_steps']} x {r['batch']}", loss, t])
+    return md_table(["source", "params", "MAE steps x batch", "MAE loss first -> final", "time"], cells, "lrllr")
+
+
+# -- report -----------------------------------------------------------------------------------------------
+def _setting_text(exp: Experiment, rows: list, sources: list, elapsed: float) -> str:
+    """The settings paragraph of the report."""
+    plan, preset = exp.plan, exp.preset
+    ok_rows = [r for r in rows if r["status"] == "ok"]
+    return (
+        f"Setting `{exp.mode}`: fine-tuning {plan.finetune_steps} steps x batch {plan.finetune_batch}, "
+        f"AdamW lr {plan.finetune_lr:g}, 10 % warm-up + cosine, label smoothing 0.1, the same for every "
+        f"method; test images: {plan.test_subset or 'all 10,000'} (the same for every run); "
+        f"seeds {list(exp.seeds)} (mean ± sample std). Sources: MAE, {preset.steps} steps x batch {preset.batch_size}, "
+        f"lr {preset.lr:g}, seed {preset.seed}, each pre-trained once. Learned scalers "
+        f"(`kronecker`, `tucker_learned`): {plan.learn_steps} Adam steps x batch {plan.learn_batch} on labelled "
+        "training images before fine-tuning (not counted in the fine-tuning budget). "
+        f"Compute: {fmt_duration(sum(r.get('pretrain_s') or 0 for r in sources))} pre-training sources, "
+        f"{fmt_duration(sum((r['init_s'] or 0) + (r['finetune_s'] or 0) for r in ok_rows))} initializing and "
+        f"fine-tuning (this invocation: {fmt_duration(elapsed)}, finished runs and sources are reused)."
+    )
+
+
+def report(context: Context, exp: Experiment, rows: list, summary: list, sources: list, elapsed: float):
+    """``init_methods.md``; returns the table, sentences and where the template does not help."""
+    targets = [t.name for fam in exp.families for t in fam.targets]
+    sentences, no_help = verdicts(summary, targets, list(exp.methods))
+    table = _pivot(summary, targets, list(exp.methods))
+    notes = "; ".join(f"`{m}` = {METHOD_NOTES[m].format(scaling=exp.preset.scaling)}" for m in exp.methods)
+    nowhere = "- Nowhere in this run: every template method beat random init by more than the seed spread."
+    header = [
+        *report_header("Initialization methods x target sizes", context.command, exp.mode, elapsed / 60),
+        f"Question: which initialization gives the best fine-tuned top-1 on {exp.preset.data} at each target size?",
+        "",
+        _setting_text(exp, rows, sources, elapsed),
+        "",
+        f"Methods: {notes}.",
+    ]
+    notes_lines = [*_notes(list(exp.families), exp.preset, exp.plan, exp.mode), "", "Sources (`sources.csv`):", ""]
+    sections = [
+        ("Top-1 (%) after fine-tuning", table),
+        ("What the numbers say", sentences),
+        ("Where the template does not help", no_help or [nowhere]),
+        ("Notes", [*notes_lines, *_source_lines(sources)]),
+    ]
+    footer = "Files: `summary.csv` (per size and method), `runs.csv` (per seed), `sources.csv`, `accuracy_vs_size.png`."
+    write_report(context.out / "init_methods.md", header, sections, footer)
+    return table, sentences, no_help
+
+
+def plot(context: Context, exp: Experiment, summary: list[dict[str, Any]]) -> None:
+    """Accuracy by target size, one line per method."""
+    rows = [
+        {"method": r["method"], "size": r["target"], "top1_mean": r["top1_mean"], "top1_std": r["top1_std"]}
+        for r in summary
+        if r["status"] == "ok"
+    ]
+    if rows:
+        n_targets = len({r["size"] for r in rows})
+        plot_accuracy_vs_size(
+            rows,
+            context.out / "accuracy_vs_size.png",
+            provenance=context.command,
+            title=f"Fine-tuned top-1 by init method ({exp.plan.finetune_steps} steps, {len(exp.seeds)} seed(s))",
+            figsize=(max(8.0, 1.8 * n_targets), 4.8),
+        )
+
+
+# -- main -------------------------------------------------------------------------------------------------
+def experiment(context: Context) -> int:
+    """Plan, run, summarize, report (see the module docstring)."""
+    exp = make_plan(context)
+    progress = announce(exp, context)
+    rows, built = run(exp, context, progress)
+    targets = [t.name for fam in exp.families for t in fam.targets]
+    summary = summarize(rows, targets, exp.methods)
+    sources = source_rows(built)
+    write_table(rows, context.out / "runs", context.command)
+    write_table(summary, context.out / "summary", context.command)
+    if sources:
+        write_table(sources, context.out / "sources", context.command)
+    plot(context, exp, summary)
+    table, sentences, no_help = report(context, exp, rows, summary, sources, progress.elapsed)
+    print("\n".join(table) + "\n\n" + "\n".join(sentences))
+    print("\nWhere the template does not help:\n" + ("\n".join(no_help) or "- nowhere in this run"))
+    log(f"done in {fmt_duration(progress.elapsed)}; results in {context.out}")
+    return 0
+
+
+main = entry_point(NAME, __doc__, PLANS, experiment, extra=options)
 
 
 if __name__ == "__main__":
