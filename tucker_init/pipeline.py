@@ -11,8 +11,8 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from torch import nn
 from .checkpoint import LAST, load_checkpoint
 from .data import BatchLoader, ImageDataset, load_dataset, streamed_datasets
 from .distill import DISTILL_TARGETS, Distillation
-from .factorized import factorize
+from .factorized import FactorizedModel, factorize
 from .initialize import InitReport, LearnConfig, initialize
 from .io import read_safetensors, save_template, write_model_card, write_safetensors_atomic
 from .kinds import get_kind
@@ -32,6 +32,7 @@ from .mae import masked_model_for
 from .models import ModelSpec
 from .stochastic import WidthScaling
 from .streaming import TRANSFORMS, FolderDataset, StreamingLoader
+from .subnet import SubnetTraining, choose_subnet_sizes
 from .template import as_template
 from .train import TrainConfig, TrainResult, finetune, masked_image_loss, train
 from .training.recipes import Recipe, get_recipe
@@ -52,7 +53,7 @@ __all__ = [
     "save_model",
 ]
 
-SCALING_MODES = ("off", "prefix", "rank")
+SCALING_MODES = ("off", "prefix", "rank", "subnet")
 OBJECTIVES = ("mae", "distill")
 MODEL_FORMAT = "tucker_init.model"
 
@@ -388,9 +389,30 @@ def _encoder(
     # random init keeps only ~40 % of its norm (its spectrum is flat), and a short
     # pre-training does not restore it (experiments/stochastic_scaling.py, norm_ratio).
     encoder = factorize(model, ranks=ranks, method=method, init=init, seed=seed)
-    if scaling != "off" and get_kind(method).width_scaling:
+    if scaling in ("prefix", "rank") and get_kind(method).width_scaling:
         return encoder, WidthScaling(scaling, seed=seed).attach(encoder)
     return encoder, None
+
+
+def _with_subnets(
+    task: nn.Module,
+    encoder: nn.Module,
+    spec: ModelSpec,
+    make_objective: Any,
+    sizes: Sequence[tuple[int, int]] | None,
+    sandwich: bool,
+    seed: int,
+) -> tuple[SubnetTraining, list[list[int]]]:
+    """``task`` plus the objectives of smaller models of ``spec`` built from the template."""
+    if not isinstance(encoder, FactorizedModel):
+        raise ValueError("scaling='subnet' trains a template's sub-networks: it needs dense=False")
+    if spec.depth is None or spec.width is None:
+        raise ValueError(f"scaling='subnet' needs a model family with depth and width, found {spec.family!r}")
+    multiple = max(4, encoder.adapter.width_multiple(encoder.backbone))
+    chosen = choose_subnet_sizes(spec.depth, spec.width, multiple, sizes)
+    models = {f"L{d}w{w}": replace(spec, depth=d, width=w).build() for d, w in chosen}
+    training = SubnetTraining(task, encoder, models, make_objective, sandwich=sandwich, seed=seed)
+    return training, [list(s) for s in chosen]
 
 
 def _objective_text(objective: str, teacher: Any, target: str, init_from: Any) -> str:
@@ -418,6 +440,8 @@ def pretrain(
     distill_target: str = "features",
     temperature: float = 1.0,
     init_from: str | os.PathLike | nn.Module | None = None,
+    subnet_sizes: Sequence[tuple[int, int]] | None = None,
+    sandwich: bool = False,
     steps: int = 1000,
     batch_size: int = 64,
     recipe: str | Recipe = "small_pretrain",
@@ -457,7 +481,10 @@ def pretrain(
     ``scaling`` (width-wise stochastic scaling, ``"off"`` | ``"prefix"`` | ``"rank"``) defaults to
     ``"off"``: in ``experiments/stochastic_scaling.py --quick --seeds 0 1 2`` prefix masks and rank
     dropout gave 4-5 points lower fine-tuned top-1 than no masks at the template's width and at a
-    wider one, and no gain at a narrower one.
+    wider one, and no gain at a narrower one. ``"subnet"`` trains real smaller models built from the
+    template beside the full one each step (:mod:`tucker_init.subnet`): ``subnet_sizes`` as
+    ``[(depth, width), ...]`` (default half depth and / or half width), ``sandwich`` the smallest
+    plus one random size per step.
 
     The checkpoint records the job (spec, ranks, method, init, scaling, dense, mask ratio, data
     set, root and fingerprint); ``resume=True`` with any of them changed is refused, naming them.
@@ -480,14 +507,26 @@ def pretrain(
     encoder, scaler_hook = _encoder(model, dense, ranks, method, "hosvd" if start else init, scaling, seed)
     teacher_model = None if teacher is None else load_dense(teacher, "teacher")
     if teacher_model is not None:
-        task = Distillation(
-            encoder, teacher_model, target=distill_target, temperature=temperature, image_size=spec.img_size
-        )
+
+        def make_objective(student: nn.Module) -> nn.Module:
+            return Distillation(
+                student, teacher_model, target=distill_target, temperature=temperature, image_size=spec.img_size
+            )
     else:
         # CNNs: mask 8 px patches at 32 px (16 per image); their default, the total stride (32),
         # would leave a single patch.
         extra = {} if isinstance(model, VisionTransformer) else {"patch_size": max(1, spec.img_size // 4)}
-        task = masked_model_for(encoder, mask_ratio=mask_ratio, norm_pix_loss=norm_pix_loss, **extra)
+
+        def make_objective(student: nn.Module) -> nn.Module:
+            return masked_model_for(student, mask_ratio=mask_ratio, norm_pix_loss=norm_pix_loss, **extra)
+
+    task = make_objective(encoder)
+    sizes = None
+    if scaling == "subnet":
+        task, sizes = _with_subnets(task, encoder, spec, make_objective, subnet_sizes, sandwich, seed)
+        scaler_hook = task
+    elif subnet_sizes is not None or sandwich:
+        raise ValueError(f"subnet_sizes / sandwich apply to scaling='subnet', found scaling={scaling!r}")
     train_loader = make_train_loader(
         data,
         batch_size,
@@ -514,7 +553,8 @@ def pretrain(
         checkpoint_every=max(1, steps // 5),
         find_unused_parameters=True,
     )
-    factorized = {"ranks": ranks, "method": method, "init": init, "scaling": scaling}
+    factorized = {"ranks": ranks, "method": method, "init": init, "scaling": scaling, "subnet_sizes": sizes}
+    factorized["sandwich"] = sandwich if sizes else None
     job = {
         "kind": "pretrain",
         **asdict(spec),
