@@ -118,7 +118,7 @@ def test_bad_arguments_exit_with_usage(capsys):
 def test_pretrain_rejects_unknown_scaling(tmp_path):
     from tucker_init.pipeline import pretrain
 
-    with pytest.raises(ValueError, match=r"scaling must be one of \['off', 'prefix', 'rank'\], found 'wide'"):
+    with pytest.raises(ValueError, match=r"scaling must be one of \['off', 'prefix', 'rank', 'subnet'\], found 'wide'"):
         pretrain(ModelSpec("vit", 1, 64, img_size=16), "digits", tmp_path, scaling="wide", steps=1)
 
 

@@ -75,6 +75,12 @@ HALF_OPEN_UNIT = _checked(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
 COUNT_FLOAT = _checked(float, "a number >= 0", lambda v: math.isfinite(v) and v >= 0)
 
 
+def _size_pair(text: str) -> tuple[int, int] | None:
+    """``"3x64"`` -> ``(3, 64)``; None when the text is not of that form."""
+    depth, sep, width = text.partition("x")
+    return (int(depth), int(width)) if sep and depth.isdigit() and width.isdigit() else None
+
+
 def _add_model(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument(
@@ -159,10 +165,19 @@ def _add_pretrain(sub: Any) -> None:
     p.add_argument(
         "--scaling",
         default=None,
-        choices=["off", "prefix", "rank"],
+        choices=["off", "prefix", "rank", "subnet"],
         help="width-wise stochastic scaling of the Tucker scalers (default off: prefix and rank did not help in "
-        "experiments/stochastic_scaling.py)",
+        "experiments/stochastic_scaling.py); subnet: also train real smaller models built from the template",
     )
+    p.add_argument(
+        "--subnet-sizes",
+        type=_checked(_size_pair, "DEPTHxWIDTH, e.g. 3x64", lambda v: v[0] > 0 and v[1] > 0),
+        nargs="+",
+        default=None,
+        metavar="DxW",
+        help="--scaling subnet: the smaller sizes (default half depth and / or half width)",
+    )
+    p.add_argument("--sandwich", action="store_true", help="--scaling subnet: smallest + one random size per step")
     p.add_argument("--dense", action="store_true", help="pre-train a dense model instead (the MAE baseline)")
     p.add_argument("--mask-ratio", type=OPEN_UNIT, default=None, help="default: the recipe's (0.75)")
     g = p.add_argument_group("objective")
@@ -181,7 +196,7 @@ def _add_pretrain(sub: Any) -> None:
 
 
 def _add_init(sub: Any) -> None:
-    from .axis_maps import DEPTH_RULES
+    from .resize.axis_maps import DEPTH_RULES
 
     p = sub.add_parser("init", help="initialize a model of any size from a template")
     p.add_argument("--template", required=True, help="a template file from `pretrain`")
@@ -317,6 +332,8 @@ def _pretrain(args: argparse.Namespace) -> None:
         distill_target="features" if args.distill_target is None else args.distill_target,
         temperature=1.0 if args.temperature is None else args.temperature,
         init_from=args.init_from,
+        subnet_sizes=args.subnet_sizes,
+        sandwich=args.sandwich,
         steps=args.steps,
         batch_size=args.batch_size,
         recipe=args.recipe,

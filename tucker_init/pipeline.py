@@ -25,11 +25,13 @@ from .checkpoint import LAST, load_checkpoint
 from .data import BatchLoader, ImageDataset, load_dataset, streamed_datasets
 from .distill import DISTILL_TARGETS, Distillation
 from .factorized import FactorizedModel, factorize
-from .initialize import InitReport, LearnConfig, initialize
 from .io import read_safetensors, save_template, write_model_card, write_safetensors_atomic
 from .kinds import get_kind
 from .mae import masked_model_for
 from .models import ModelSpec
+from .resize.initialize import initialize
+from .resize.learn import LearnConfig
+from .resize.report import InitReport
 from .stochastic import WidthScaling
 from .streaming import TRANSFORMS, FolderDataset, StreamingLoader
 from .subnet import SubnetTraining, choose_subnet_sizes
