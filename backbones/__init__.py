@@ -68,7 +68,8 @@ def get_adapter(model: nn.Module, adapter: BackboneAdapter | str | None = None) 
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module`` or ``adapter`` has the wrong type.
-        ValueError: no adapter matches; the message lists the supported families.
+        ValueError: no adapter matches (the message lists the supported families), or the family
+            that ``adapter`` names does not match ``model``.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, found {type(model).__name__}")
@@ -77,7 +78,13 @@ def get_adapter(model: nn.Module, adapter: BackboneAdapter | str | None = None) 
     if isinstance(adapter, str):
         if adapter not in _REGISTRY:
             raise ValueError(f"unknown adapter family {adapter!r}; registered: {sorted(_REGISTRY)}")
-        return _REGISTRY[adapter]()
+        named = _REGISTRY[adapter]()
+        if not named.matches(model):  # else it fails later on a missing attribute
+            raise ValueError(
+                f"adapter family {adapter!r} ({named.description}) does not match {type(model).__name__}; "
+                "pass adapter=None to find the model's own family"
+            )
+        return named
     if adapter is not None:
         raise TypeError(f"adapter must be a BackboneAdapter, a family name or None, found {type(adapter).__name__}")
     for cls in _REGISTRY.values():

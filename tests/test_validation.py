@@ -74,7 +74,8 @@ def test_bad_kronecker_ranks(vit, ranks, match):
         ({"kron_sharing": "none"}, ValueError, r"kron_sharing must be one of \['all', 'component'\]"),
         ({"share": "yes"}, TypeError, r"share must be a bool, found str"),
         ({"adapter": 3}, TypeError, r"adapter must be a BackboneAdapter, a family name or None, found int"),
-        ({"adapter": "swin"}, ValueError, r"unknown adapter family 'swin'; registered: "),
+        ({"adapter": "mamba"}, ValueError, r"unknown adapter family 'mamba'; registered: "),
+        ({"adapter": "swin"}, ValueError, r"adapter family 'swin' \(timm SwinTransformer .*\) does not match"),
     ],
 )
 def test_bad_options(vit, kwargs, error, match):
