@@ -510,16 +510,20 @@ def _input_channels(backbone: nn.Module) -> int:
     raise ValueError(f"no nn.Conv2d found in {type(backbone).__name__}; cannot tell the input channels")
 
 
-def masked_model_for(encoder: nn.Module, **kwargs) -> nn.Module:
+def masked_model_for(encoder: nn.Module, *, image_size: int | None = None, **kwargs) -> nn.Module:
     """The masked-modeling objective that fits ``encoder``'s backbone family.
 
     ViTs get :class:`MaskedAutoencoder`; ResNet / ConvNeXt get :class:`MaskedConvAutoencoder`.
-    ``encoder`` may be dense or a ``FactorizedModel``; ``kwargs`` go to the constructor.
+    ``encoder`` may be dense or a ``FactorizedModel``; ``kwargs`` go to the constructor. With
+    ``image_size`` and no ``patch_size``, a CNN masks patches of a quarter of the image side
+    (8 px at 32 px, 16 patches): its default, the total stride (32), would leave a single patch.
     """
     backbone, family = _split_encoder(encoder)
     if family in VIT_FAMILIES or isinstance(backbone, VisionTransformer):
         return MaskedAutoencoder(encoder, **kwargs)
     if family in CNN_FAMILIES:
+        if image_size is not None and "patch_size" not in kwargs:
+            kwargs["patch_size"] = max(1, image_size // 4)
         return MaskedConvAutoencoder(encoder, **kwargs)
     raise ValueError(
         f"no masked-modeling objective for backbone family {family!r}; supported: {list(VIT_FAMILIES + CNN_FAMILIES)}"

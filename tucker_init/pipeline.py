@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from .checkpoint import LAST, load_checkpoint
@@ -515,12 +514,11 @@ def pretrain(
                 student, teacher_model, target=distill_target, temperature=temperature, image_size=spec.img_size
             )
     else:
-        # CNNs: mask 8 px patches at 32 px (16 per image); their default, the total stride (32),
-        # would leave a single patch.
-        extra = {} if isinstance(model, VisionTransformer) else {"patch_size": max(1, spec.img_size // 4)}
 
         def make_objective(student: nn.Module) -> nn.Module:
-            return masked_model_for(student, mask_ratio=mask_ratio, norm_pix_loss=norm_pix_loss, **extra)
+            return masked_model_for(
+                student, mask_ratio=mask_ratio, norm_pix_loss=norm_pix_loss, image_size=spec.img_size
+            )
 
     task = make_objective(encoder)
     sizes = None

@@ -10,6 +10,7 @@ all of them when neither rule is.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
@@ -28,10 +29,19 @@ from .remainder import map_remainder
 from .report import init_state
 from .target_weights import resized_factors
 
-__all__ = ["DEFAULT_LEARN_EPOCHS", "LOSS_INPUTS", "LearnConfig", "Learned", "learn_scalers", "starting_rules"]
+__all__ = [
+    "DEFAULT_LEARN_EPOCHS",
+    "LEARN_OBJECTIVES",
+    "LOSS_INPUTS",
+    "LearnConfig",
+    "Learned",
+    "learn_scalers",
+    "starting_rules",
+]
 
 DEFAULT_LEARN_EPOCHS = 0.16  # SWEET learns new scalers for ~0.16 epoch of the target's data
 LOSS_INPUTS = ("output", "model")
+LEARN_OBJECTIVES = ("labels", "mae")
 
 
 @dataclass
@@ -51,6 +61,9 @@ class LearnConfig:
             :class:`~tucker_init.FactorizedModel`, callable like the target and with ``.call``).
             Default: cross-entropy of the target's logits against ``y``.
         loss_on: ``"output"`` or ``"model"``, see ``loss``.
+        objective: ``"labels"`` (``loss`` above, by default cross-entropy) or ``"mae"``: the
+            masked-image loss on the images alone (labels, if any, ignored), through a fresh
+            MAE decoder trained with the scalers, for targets whose data has no labels.
         progress: show a tqdm progress bar.
         device: where to train; default the target's device.
     """
@@ -61,6 +74,7 @@ class LearnConfig:
     lr: float = 1e-3
     loss: Callable[..., Tensor] | None = None
     loss_on: str = "output"
+    objective: str = "labels"
     progress: bool = True
     device: str | torch.device | None = None
 
@@ -75,6 +89,9 @@ class LearnConfig:
         check_choice("learn.loss_on", self.loss_on, LOSS_INPUTS)
         if self.loss_on == "model" and self.loss is None:
             raise ValueError("learn.loss_on='model' needs learn.loss(model, batch) -> scalar, found loss=None")
+        check_choice("learn.objective", self.objective, LEARN_OBJECTIVES)
+        if self.objective == "mae" and self.loss is not None:
+            raise ValueError("learn.objective='mae' has its own loss: leave learn.loss at None")
 
     def _check_budget(self) -> None:
         if self.steps is not None and self.epochs is not None:
@@ -152,6 +169,16 @@ def _learn_loss(learn: LearnConfig) -> Callable[[nn.Module, Any], Tensor]:
     return loss_fn
 
 
+def _masked_objective(fm: FactorizedModel, batch: Any, device: torch.device) -> tuple[nn.Module, Callable]:
+    """The masked-image objective around ``fm`` with a fresh decoder (template files hold none),
+    and its loss."""
+    from ..mae import masked_model_for
+    from ..training import masked_image_loss
+
+    images = batch[0] if isinstance(batch, tuple | list) else batch
+    return masked_model_for(fm, image_size=images.shape[-1]).to(device), masked_image_loss
+
+
 def _learn(fm: FactorizedModel, learn: LearnConfig, trainable: set[str], device: torch.device) -> list[float]:
     """Adam on the chosen scalers, one :func:`~tucker_init.training.train_step` per batch;
     returns the loss per step."""
@@ -163,14 +190,19 @@ def _learn(fm: FactorizedModel, learn: LearnConfig, trainable: set[str], device:
     params = [p for group in fm.scalers.values() for key, p in group.items() if key in trainable]
     for p in params:
         p.requires_grad_(True)
-    optimizer = torch.optim.Adam(params, lr=learn.lr)
-    loss_fn = _learn_loss(learn)
-    losses: list[float] = []
+    model, loss_fn = fm, _learn_loss(learn)
     batches = cycle_batches(learn.data, name="learn.data")
-    fm.train()
+    if learn.objective == "mae":
+        first = next(batches)
+        batches = itertools.chain([first], batches)
+        model, loss_fn = _masked_objective(fm, first, device)
+        params += [p for name, p in model.named_parameters() if not name.startswith("encoder.")]
+    optimizer = torch.optim.Adam(params, lr=learn.lr)
+    losses: list[float] = []
+    model.train()
     bar = tqdm(range(learn.num_steps), desc="learn scalers", disable=not learn.progress, leave=False)
     for step in bar:
-        loss = train_step(fm, to_device(next(batches), device), loss_fn, optimizer, device=device, amp=False)
+        loss = train_step(model, to_device(next(batches), device), loss_fn, optimizer, device=device, amp=False)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the loss became {loss.item()} at step {step}; lower learn.lr (now {learn.lr})")
         losses.append(float(loss))
