@@ -26,9 +26,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from tucker_init import WeightTemplate, factorize
-from tucker_init.initialize import LearnConfig
-from tucker_init.initializers import get_initializer
+from tucker_init import LearnConfig, WeightTemplate, factorize, get_initializer
 
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "bench_initialize.csv"
 

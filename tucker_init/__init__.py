@@ -1,8 +1,5 @@
 """tucker_init: weight templates for initializing vision models of any depth and width."""
 
-# The shim module tucker_init.initialize, loaded here before the function of that name is bound:
-# loaded later (from experiments/) it would replace the function by the module.
-from . import initialize as _initialize_shim  # noqa: F401
 from .data import BatchLoader, ImageDataset, default_dataset, list_datasets, load_dataset
 from .factorized import FactorizedModel, factorize
 from .io import WeightTemplate, load_template, save_template, to_factorized
