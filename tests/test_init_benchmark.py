@@ -1,0 +1,35 @@
+"""experiments/init_benchmark.py end to end at its smoke size: every source, method and output."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from experiments import init_benchmark
+
+
+@pytest.mark.slow
+def test_smoke_benchmark_writes_rows_costs_and_figure(tmp_path):
+    summary = init_benchmark.main(["--preset", "smoke", "--out", str(tmp_path)])
+    rows = list(csv.DictReader((tmp_path / "runs.csv").open()))
+    assert set(init_benchmark.CSV_COLUMNS) <= set(rows[0])
+    methods = {r["method"] for r in rows}
+    assert methods == set(init_benchmark.METHODS)
+    costs = {r["method"]: float(r["pretrain_cost"]) for r in rows if r["target"] == "vit-L1w64"}
+    assert costs["random"] == 0
+    # Equal cost: every template source within one step's FLOPs of the dense MAE source's.
+    sources = {s["name"]: s for s in csv.DictReader((tmp_path / "sources.csv").open()) if s["family"] == "vit"}
+    dense = float(sources["dense_mae"]["cost"])
+    for name in ("kronecker", "tucker_mae", "tucker_subnet", "tucker_distill", "tucker_refine"):
+        assert abs(float(sources[name]["cost"]) - dense) <= float(sources[name]["flops_per_step"]), name
+    # Direct pre-training pays for every target; the source-sized one is the dense MAE job itself.
+    assert costs["direct"] == pytest.approx(float(sources["direct_vit-L1w64"]["cost"]) + dense)
+    assert (tmp_path / "init_benchmark.png").stat().st_size > 0
+    assert summary.plateau()  # the fine-tuning check is reported per target
+    # A second run reuses every finished source and run.
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*.json")}
+    init_benchmark.main(["--preset", "smoke", "--out", str(tmp_path)])
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items())
+    assert json.loads(next((tmp_path / "runs").glob("*.json")).read_text())
