@@ -281,14 +281,17 @@ def linear_expansion(
 
 
 # ------------------------------------------------------------------------------- templates
-def _template_of(source: Any, method: str, name: str) -> WeightTemplate:
+def _from_template(
+    target_model: nn.Module, source: Any, method: str, name: str, **options: Any
+) -> nn.Module | tuple[nn.Module, InitReport]:
+    """:func:`initialize` from ``source`` after checking that it is a ``method`` template."""
     wt = as_template(source)
     if wt.config.method != method:
         raise ValueError(
             f"initializer {name!r} needs a {method} template, found a {wt.config.method} template; "
             f"use the {'kronecker' if wt.config.method == 'kronecker' else 'tucker'!r} initializer"
         )
-    return wt
+    return initialize(target_model, wt, **options)
 
 
 @register_initializer("tucker")
@@ -304,15 +307,13 @@ def tucker_init(
 ) -> nn.Module | tuple[nn.Module, InitReport]:
     """A Tucker template with the depth rule (``select`` / ``interpolate``) and the width rule
     (``slice`` / ``interpolate``); nothing is learned."""
-    wt = _template_of(source, "tucker", "tucker")
     if "learn" in (depth, width):
         raise ValueError(
             f"the 'tucker' initializer learns nothing; found depth={depth!r}, width={width!r}: "
             "use 'tucker_learned' for learned scalers"
         )
-    return initialize(
-        target_model, wt, depth=depth, width=width, return_report=return_report, adapter=adapter, seed=seed
-    )
+    options = {"return_report": return_report, "adapter": adapter, "seed": seed}
+    return _from_template(target_model, source, "tucker", "tucker", depth=depth, width=width, **options)
 
 
 @register_initializer("tucker_learned")
@@ -330,17 +331,8 @@ def tucker_learned(
     """A Tucker template with new scalers learned on ``learn`` (required), template frozen."""
     if learn is None:
         raise ValueError("the 'tucker_learned' initializer needs learn=LearnConfig(data=..., steps=... or epochs=...)")
-    wt = _template_of(source, "tucker", "tucker_learned")
-    return initialize(
-        target_model,
-        wt,
-        depth=depth,
-        width=width,
-        learn=learn,
-        return_report=return_report,
-        adapter=adapter,
-        seed=seed,
-    )
+    options = {"learn": learn, "return_report": return_report, "adapter": adapter, "seed": seed}
+    return _from_template(target_model, source, "tucker", "tucker_learned", depth=depth, width=width, **options)
 
 
 @register_initializer("kronecker")
@@ -357,17 +349,8 @@ def kronecker_init(
 ) -> nn.Module | tuple[nn.Module, InitReport]:
     """A Kronecker template (WAVE / WeiT): coefficients by the depth rule and width ``slice``;
     learned (all of them unless a rule says ``learn``) when ``learn`` is given."""
-    wt = _template_of(source, "kronecker", "kronecker")
-    return initialize(
-        target_model,
-        wt,
-        depth=depth,
-        width=width,
-        learn=learn,
-        return_report=return_report,
-        adapter=adapter,
-        seed=seed,
-    )
+    options = {"learn": learn, "return_report": return_report, "adapter": adapter, "seed": seed}
+    return _from_template(target_model, source, "kronecker", "kronecker", depth=depth, width=width, **options)
 
 
 # ------------------------------------------------------------------------------ pretrained
