@@ -69,6 +69,10 @@ class BackboneAdapter:
 
     family: ClassVar[str] = "base"
     description: ClassVar[str] = ""
+    # What ``model.forward_features(images)`` returns: "NCHW" (a CNN's feature map), "NHWC"
+    # (Swin's), "NLC" (a token sequence: ViT, Eva, BEiT), None (not known). The masked-input
+    # objective (tucker_init.mae.MaskedConvAutoencoder) takes the two feature-map layouts.
+    features_layout: ClassVar[str | None] = None
 
     def matches(self, model: nn.Module) -> bool:
         """Whether this adapter understands ``model``."""

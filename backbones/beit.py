@@ -34,6 +34,7 @@ class BeitAdapter(BackboneAdapter):
 
     family = "beit"
     description = "timm Beit (BEiT, BEiT v2)"
+    features_layout = "NLC"
 
     def matches(self, model: nn.Module) -> bool:
         return isinstance(model, Beit)

@@ -17,6 +17,7 @@ class ConvNeXtAdapter(BackboneAdapter):
 
     family = "convnext"
     description = "timm ConvNeXt"
+    features_layout = "NCHW"
 
     def matches(self, model: nn.Module) -> bool:
         return isinstance(model, ConvNeXt)

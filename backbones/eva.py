@@ -36,6 +36,7 @@ class EvaAdapter(BackboneAdapter):
 
     family = "eva"
     description = "timm Eva (EVA, EVA-02, RoPE ViTs)"
+    features_layout = "NLC"
 
     def matches(self, model: nn.Module) -> bool:
         return isinstance(model, Eva)

@@ -18,6 +18,7 @@ class ResNetAdapter(BackboneAdapter):
 
     family = "resnet"
     description = "timm ResNet (basic and bottleneck blocks)"
+    features_layout = "NCHW"
 
     def matches(self, model: nn.Module) -> bool:
         return isinstance(model, ResNet)

@@ -45,6 +45,7 @@ class SwinAdapter(BackboneAdapter):
 
     family = "swin"
     description = "timm SwinTransformer (Swin v1)"
+    features_layout = "NHWC"
 
     def matches(self, model: nn.Module) -> bool:
         return isinstance(model, SwinTransformer)

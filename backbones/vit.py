@@ -19,6 +19,7 @@ class ViTAdapter(BackboneAdapter):
 
     family = "vit"
     description = "timm VisionTransformer (ViT, DeiT)"
+    features_layout = "NLC"
 
     def matches(self, model: nn.Module) -> bool:
         return isinstance(model, VisionTransformer)

@@ -1,4 +1,4 @@
-"""Masked image modeling: MAE for ViTs and the masked-input variant for CNNs, dense and
+"""Masked image modeling: MAE for ViTs and the masked-input variant for CNNs and Swin, dense and
 factorized. Only masked patches are scored, the encoder never sees them, and a factorized
 encoder at full rank gives the dense model's loss."""
 
@@ -10,6 +10,7 @@ from _models import OUTPUT_RTOL, assert_close_rel
 from timm.models.convnext import ConvNeXt
 from timm.models.deit import VisionTransformerDistilled
 from timm.models.resnet import BasicBlock, ResNet
+from timm.models.swin_transformer import SwinTransformer
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -44,6 +45,22 @@ def tiny_convnext() -> ConvNeXt:
             if name.endswith("gamma"):
                 p.fill_(0.5)
     return model
+
+
+def tiny_swin() -> SwinTransformer:
+    """32 px, 4 px patches: stages of 8 x 8, 4 x 4, 2 x 2 patches (total stride 16), shifted
+    windows in stage 0; ``forward_features`` gives ``(B, 2, 2, 128)`` (NHWC)."""
+    torch.manual_seed(0)
+    return SwinTransformer(
+        img_size=32,
+        patch_size=4,
+        embed_dim=32,
+        depths=(2, 1, 1),
+        num_heads=(1, 2, 4),
+        window_size=4,
+        num_classes=10,
+        drop_path_rate=0.0,  # timm's default 0.1 would make two passes differ
+    )
 
 
 def images(batch: int = 2, seed: int = 0) -> torch.Tensor:
@@ -215,8 +232,8 @@ def test_a_few_steps_on_a_fixed_batch_lower_the_mae_loss():
     assert losses[-1] < 0.9 * losses[0], losses
 
 
-# -- CNN: masked input ------------------------------------------------------------------------------------
-CNNS = {"resnet": tiny_resnet, "convnext": tiny_convnext}
+# -- CNN, Swin: masked input ------------------------------------------------------------------------------
+CNNS = {"resnet": tiny_resnet, "convnext": tiny_convnext, "swin": tiny_swin}  # encoders of a feature map
 
 
 @pytest.mark.parametrize("factorized", [False, True], ids=["dense", "factorized"])
@@ -268,14 +285,51 @@ def test_a_few_steps_lower_the_cnn_loss():
     assert losses[-1] < 0.95 * losses[0], losses
 
 
+def test_swin_features_are_permuted_to_channels_first():
+    swin = tiny_swin()
+    assert swin.forward_features(images()).shape == (2, 2, 2, 128)  # NHWC
+    mim = masked_model_for(swin, image_size=32, decoder_dim=16)
+    assert mim.patch_size == (8, 8) and mim.stride == 16 and mim.channels_last
+    # The decoder sees (B, 128, 2, 2): its first 1x1 conv takes the 128 channels.
+    assert mim.decoder[0].in_channels == 128
+    assert mim(images(), gen()).pred.shape == (2, 16, 192)
+
+
+def test_a_few_steps_lower_the_factorized_swin_loss():
+    fm = factorize(tiny_swin(), ranks=(12, 32, 32), share=True)
+    mim = masked_model_for(fm, image_size=32, decoder_dim=32)
+    opt = torch.optim.Adam(mim.parameters(), lr=2e-3)
+    x = images(4)
+    losses = []
+    for _ in range(6):
+        loss = mim(x, gen(0)).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(map(torch.isfinite, torch.tensor(losses)))
+    assert all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] < 0.95 * losses[0], losses
+
+
 # -- picking the objective and errors -----------------------------------------------------------------------
 def test_masked_model_for_picks_by_family():
     vit = tiny_vit()
     assert isinstance(masked_model_for(vit, **SMALL_DECODER), MaskedAutoencoder)
     assert isinstance(masked_model_for(factorize(vit, ranks=(4, 16, 16)), **SMALL_DECODER), MaskedAutoencoder)
     assert isinstance(masked_model_for(tiny_convnext(), patch_size=8), MaskedConvAutoencoder)
+    assert isinstance(masked_model_for(factorize(tiny_swin(), ranks=(12, 32, 32)), patch_size=8), MaskedConvAutoencoder)
     with pytest.raises(ValueError, match="no backbone adapter"):
         masked_model_for(nn.Linear(3, 3))
+
+
+def test_token_encoders_other_than_vit_have_no_objective_yet():
+    import timm
+
+    eva = timm.create_model("eva02_tiny_patch14_224", pretrained=False, img_size=28, num_classes=10)
+    with pytest.raises(ValueError, match=r"no masked-modeling objective for backbone family 'eva' .*layout 'NLC'"):
+        masked_model_for(eva)
+    with pytest.raises(ValueError, match=r"needs a timm ResNet or ConvNeXt \(or Swin\).*features_layout 'NLC'"):
+        MaskedConvAutoencoder(eva)
 
 
 @pytest.mark.parametrize("ratio", [0.0, 1.0, 1.5, -0.1])

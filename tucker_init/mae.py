@@ -5,9 +5,10 @@ Two objectives share one interface, ``model(images, generator) -> MaskedOutput``
 - :class:`MaskedAutoencoder`: MAE (He et al. 2022, ``models_mae.py``) around a timm
   ``VisionTransformer``. The encoder sees only the visible patch tokens; a small dense
   decoder fills in mask tokens and predicts the pixels of every patch.
-- :class:`MaskedConvAutoencoder`: the masked-input variant for CNNs (timm ResNet / ConvNeXt),
-  which cannot drop tokens: masked patches of the input are set to zero, the encoder runs
-  ``forward_features`` on the whole image and a light decoder predicts each patch's pixels.
+- :class:`MaskedConvAutoencoder`: the masked-input variant for encoders that give a feature map
+  (timm ResNet / ConvNeXt, and Swin, whose windows cannot drop tokens either): masked patches of
+  the input are set to zero, the encoder runs ``forward_features`` on the whole image and a
+  light decoder predicts each patch's pixels.
 
 Both take a dense timm model or a :class:`~tucker_init.factorized.FactorizedModel` wrapping
 one. For a factorized encoder the encoder pass runs through ``fm.call`` so the templated
@@ -26,7 +27,7 @@ import torch
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import Tensor, nn
 
-from backbones import get_adapter
+from backbones import BackboneAdapter, get_adapter
 
 from .factorized import FactorizedModel
 from .validation import as_int
@@ -43,7 +44,8 @@ __all__ = [
 ]
 
 VIT_FAMILIES = ("vit",)
-CNN_FAMILIES = ("resnet", "convnext")
+# forward_features layouts (BackboneAdapter.features_layout) of a feature map: CNNs, Swin.
+MAP_LAYOUTS = ("NCHW", "NHWC")
 POS_EMBEDS = ("sincos", "learned")
 
 
@@ -152,13 +154,13 @@ def _check_positive(name: str, value: int, minimum: int = 1) -> int:
     return result
 
 
-def _split_encoder(encoder: nn.Module) -> tuple[nn.Module, str]:
-    """``(backbone, family)`` of a dense timm model or a FactorizedModel wrapping one."""
+def _split_encoder(encoder: nn.Module) -> tuple[nn.Module, BackboneAdapter]:
+    """``(backbone, adapter)`` of a dense timm model or a FactorizedModel wrapping one."""
     if isinstance(encoder, FactorizedModel):
-        return encoder.backbone, encoder.adapter.family
+        return encoder.backbone, encoder.adapter
     if not isinstance(encoder, nn.Module):
         raise TypeError(f"encoder must be a torch.nn.Module, found {type(encoder).__name__}")
-    return encoder, get_adapter(encoder).family
+    return encoder, get_adapter(encoder)
 
 
 class _MaskedBase(nn.Module):
@@ -341,12 +343,12 @@ class MaskedAutoencoder(_MaskedBase):
         decoder_pos_embed: str = "sincos",
     ) -> None:
         super().__init__()
-        vit, family = _split_encoder(encoder)
+        vit, adapter = _split_encoder(encoder)
         if not isinstance(vit, VisionTransformer):
             raise ValueError(
                 f"MaskedAutoencoder needs a timm VisionTransformer encoder (or a FactorizedModel of one), "
-                f"found {type(vit).__name__} (family {family!r}); use MaskedConvAutoencoder or "
-                "masked_model_for() for CNNs"
+                f"found {type(vit).__name__} (family {adapter.family!r}); use MaskedConvAutoencoder or "
+                "masked_model_for() for CNNs and Swin"
             )
         self.mask_ratio = _check_ratio(mask_ratio)
         _check_positive("decoder_dim", decoder_dim)
@@ -404,24 +406,26 @@ class MaskedAutoencoder(_MaskedBase):
         return MaskedOutput(self.loss(images, pred, mask), pred, mask)
 
 
-# -- CNN: masked input ---------------------------------------------------------------------------------------
+# -- CNN, Swin: masked input ---------------------------------------------------------------------------------
 def _forward_features(model: nn.Module, images: Tensor) -> Tensor:
     return model.forward_features(images)
 
 
 class MaskedConvAutoencoder(_MaskedBase):
-    """Masked-input image modeling for timm ResNet / ConvNeXt encoders, dense or factorized.
+    """Masked-input image modeling for encoders that give a feature map, dense or factorized:
+    timm ResNet / ConvNeXt (``(B, F, H/s, W/s)``) and Swin (``(B, H/s, W/s, F)``, permuted here),
+    i.e. every backbone whose adapter's ``features_layout`` is ``"NCHW"`` or ``"NHWC"``.
 
-    A CNN cannot drop tokens, so masked patches of the input are set to 0 (the mean of
-    normalized images) and the encoder runs ``forward_features`` on the whole image,
-    giving ``(B, F, H/s, W/s)`` at total stride s. A light decoder predicts the pixels of
+    A CNN cannot drop tokens (nor can Swin's windows), so masked patches of the input are set
+    to 0 (the mean of normalized images) and the encoder runs ``forward_features`` on the whole
+    image, giving ``(B, F, H/s, W/s)`` at total stride s. A light decoder predicts the pixels of
     every ``p x p`` patch: a 1x1 conv to ``decoder_dim * (s/p)^2`` channels and a
     pixel-shuffle up to the patch grid (or an average pool down when p > s), then
     ``decoder_depth`` 3x3 conv + GELU layers and a 1x1 conv to ``p*p*C`` pixels. The loss is
     the MSE over masked patches only.
 
     Args:
-        encoder: a timm ``ResNet`` / ``ConvNeXt`` or a ``FactorizedModel`` of one.
+        encoder: a timm ``ResNet`` / ``ConvNeXt`` / ``SwinTransformer`` or a ``FactorizedModel`` of one.
         mask_ratio: fraction of patches masked, in (0, 1).
         patch_size: side of the masked patches; defaults to the encoder's total stride. It
             must divide the stride or be a multiple of it.
@@ -441,11 +445,13 @@ class MaskedConvAutoencoder(_MaskedBase):
         norm_pix_loss: bool = False,
     ) -> None:
         super().__init__()
-        backbone, family = _split_encoder(encoder)
-        if family not in CNN_FAMILIES or not hasattr(backbone, "forward_features"):
+        backbone, adapter = _split_encoder(encoder)
+        if adapter.features_layout not in MAP_LAYOUTS or not hasattr(backbone, "forward_features"):
             raise ValueError(
-                f"MaskedConvAutoencoder needs a timm ResNet or ConvNeXt encoder (families {list(CNN_FAMILIES)}), "
-                f"found {type(backbone).__name__} (family {family!r}); use MaskedAutoencoder for ViTs"
+                "MaskedConvAutoencoder needs a timm ResNet or ConvNeXt (or Swin) encoder, one whose forward_features "
+                f"gives a feature map (adapter features_layout in {list(MAP_LAYOUTS)}), found "
+                f"{type(backbone).__name__} (family {adapter.family!r}, features_layout {adapter.features_layout!r}); "
+                "use MaskedAutoencoder for ViTs"
             )
         self.mask_ratio = _check_ratio(mask_ratio)
         _check_positive("decoder_dim", decoder_dim)
@@ -464,6 +470,7 @@ class MaskedConvAutoencoder(_MaskedBase):
         self.norm_pix_loss = norm_pix_loss
         self.patch_size = (patch, patch)
         self.stride = stride
+        self.channels_last = adapter.features_layout == "NHWC"
         self.in_chans = _input_channels(backbone)
         up = max(stride // patch, 1)
         layers: list[nn.Module] = [nn.Conv2d(features, decoder_dim * up * up, kernel_size=1)]
@@ -497,7 +504,9 @@ class MaskedConvAutoencoder(_MaskedBase):
         pixel_mask = mask.reshape(B, 1, h, 1, w, 1).expand(B, 1, h, p, w, p).reshape(B, 1, H, W)
         # masked_fill rather than a product: masked pixels must not leak even when they hold inf / nan.
         masked = images.masked_fill(pixel_mask.bool(), 0.0)
-        features = self._run_encoder(_forward_features, masked)  # (B, F, H/s, W/s)
+        features = self._run_encoder(_forward_features, masked)  # (B, F, H/s, W/s); Swin: (B, H/s, W/s, F)
+        if self.channels_last:
+            features = features.permute(0, 3, 1, 2)
         pred = self.decoder(features)  # (B, p*p*C, h, w)
         pred = pred.flatten(2).transpose(1, 2)  # (B, N, p*p*C), row-major like patchify
         return MaskedOutput(self.loss(images, pred, mask), pred, mask)
@@ -513,18 +522,22 @@ def _input_channels(backbone: nn.Module) -> int:
 def masked_model_for(encoder: nn.Module, *, image_size: int | None = None, **kwargs) -> nn.Module:
     """The masked-modeling objective that fits ``encoder``'s backbone family.
 
-    ViTs get :class:`MaskedAutoencoder`; ResNet / ConvNeXt get :class:`MaskedConvAutoencoder`.
-    ``encoder`` may be dense or a ``FactorizedModel``; ``kwargs`` go to the constructor. With
-    ``image_size`` and no ``patch_size``, a CNN masks patches of a quarter of the image side
-    (8 px at 32 px, 16 patches): its default, the total stride (32), would leave a single patch.
+    ViTs get :class:`MaskedAutoencoder`; encoders whose adapter gives a feature map
+    (``features_layout`` ``"NCHW"``: ResNet, ConvNeXt; ``"NHWC"``: Swin) get
+    :class:`MaskedConvAutoencoder`. ``encoder`` may be dense or a ``FactorizedModel``; ``kwargs``
+    go to the constructor. With ``image_size`` and no ``patch_size``, a feature-map encoder masks
+    patches of a quarter of the image side (8 px at 32 px, 16 patches): its default, the total
+    stride (32 for a ResNet, 16 for tucker_init's Swin at 32 px), would leave one to four patches.
     """
-    backbone, family = _split_encoder(encoder)
-    if family in VIT_FAMILIES or isinstance(backbone, VisionTransformer):
+    backbone, adapter = _split_encoder(encoder)
+    if adapter.family in VIT_FAMILIES or isinstance(backbone, VisionTransformer):
         return MaskedAutoencoder(encoder, **kwargs)
-    if family in CNN_FAMILIES:
+    if adapter.features_layout in MAP_LAYOUTS:
         if image_size is not None and "patch_size" not in kwargs:
             kwargs["patch_size"] = max(1, image_size // 4)
         return MaskedConvAutoencoder(encoder, **kwargs)
     raise ValueError(
-        f"no masked-modeling objective for backbone family {family!r}; supported: {list(VIT_FAMILIES + CNN_FAMILIES)}"
+        f"no masked-modeling objective for backbone family {adapter.family!r} (forward_features layout "
+        f"{adapter.features_layout!r}); supported: ViTs (family 'vit') and feature-map encoders (layouts "
+        f"{list(MAP_LAYOUTS)}: resnet, convnext, swin)"
     )
