@@ -3,7 +3,8 @@
 ``create_model("vit", depth=6, width=128)`` builds a timm ``VisionTransformer`` for small
 images (head dimension 64, so width = 64 * heads); ``"resnet"``, ``"resnetd"`` and
 ``"convnext"`` build timm CNNs whose stage widths scale with ``width`` (``"resnetd"``: the
-ResNet-D deep stem, which scales too, so its templates can change width); any other name goes to
+ResNet-D deep stem, which scales too, so its templates can change width); ``"swin"`` a timm
+``SwinTransformer`` of three stages for small images (:func:`swin_config`); any other name goes to
 ``timm.create_model`` unchanged (e.g. ``"resnet18"``, ``"deit_tiny_patch16_224"``).
 """
 
@@ -16,6 +17,7 @@ import timm
 import torch
 from timm.models.convnext import ConvNeXt
 from timm.models.resnet import BasicBlock, ResNet
+from timm.models.swin_transformer import SwinTransformer
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -27,13 +29,18 @@ __all__ = [
     "create_model",
     "parse_size",
     "size_name",
+    "swin_config",
     "timm_equivalent",
 ]
 
-FAMILIES = ("vit", "resnet", "resnetd", "convnext")
+FAMILIES = ("vit", "resnet", "resnetd", "convnext", "swin")
 HEAD_DIM = 64
+# Swin: timm's head size (every swin_* of timm has 32), stages and window at small image sizes.
+SWIN_HEAD_DIM = 32
+SWIN_STAGES = 3
+SWIN_WINDOW = 4
 # (depth, width) that create_model uses for a family when depth / width is None.
-DEFAULT_SIZES = {"vit": (6, 192), "resnet": (2, 32), "resnetd": (2, 32), "convnext": (2, 32)}
+DEFAULT_SIZES = {"vit": (6, 192), "resnet": (2, 32), "resnetd": (2, 32), "convnext": (2, 32), "swin": (2, 64)}
 
 
 def check_size(name: str, value: Any, *, allow_none: bool = False) -> int | None:
@@ -72,15 +79,15 @@ def create_model(
     """A model of the family ``name`` at the given depth and width.
 
     Args:
-        name: ``"vit"``, ``"resnet"``, ``"resnetd"``, ``"convnext"`` or any timm model name.
+        name: ``"vit"``, ``"resnet"``, ``"resnetd"``, ``"convnext"``, ``"swin"`` or any timm model name.
         depth: ViT blocks; CNNs: blocks per stage in the last three stages (the first has
-            ``max(1, depth // 2)``), so depth 2 gives a ResNet-18-like ``(1, 2, 2, 2)``.
-            ``None``: the family's default (:data:`DEFAULT_SIZES`).
-        width: ViT embedding width (a multiple of 64); CNNs: first-stage width (stages
-            double it). ``None``: the family's default.
+            ``max(1, depth // 2)``), so depth 2 gives a ResNet-18-like ``(1, 2, 2, 2)``; Swin:
+            blocks in each of its three stages. ``None``: the family's default (:data:`DEFAULT_SIZES`).
+        width: ViT embedding width (a multiple of 64); CNNs and Swin: first-stage width (stages
+            double it; Swin: a multiple of 32, its head size). ``None``: the family's default.
         num_classes, in_chans: as in timm.
-        img_size, patch_size: ViT input and patch size (``None``: 32 and 4); for a timm name
-            they are passed on when given (``img_size`` only to models that take it).
+        img_size, patch_size: ViT and Swin input and patch size (``None``: 32 and 4); for a timm
+            name they are passed on when given (``img_size`` only to models that take it).
 
     Raises:
         ValueError: a size that the family cannot take, naming what would work; depth or
@@ -93,6 +100,12 @@ def create_model(
         return _create_vit(depth, width, num_classes, img_size, patch_size, in_chans, kwargs)
     if name in ("resnet", "resnetd", "convnext"):
         return _create_cnn(name, depth, width, num_classes, in_chans, kwargs)
+    if name == "swin":
+        config = swin_config(depth, width, img_size, patch_size)
+        # drop_path 0 as for the other families (timm's Swin default is 0.1); kwargs may set it.
+        return SwinTransformer(
+            num_classes=num_classes, in_chans=in_chans, **config, **({"drop_path_rate": 0.0} | kwargs)
+        )
     if depth is not None or width is not None:
         raise ValueError(
             f"depth/width apply to the families {list(FAMILIES)}; for the timm model {name!r} leave them unset, "
@@ -123,6 +136,44 @@ def _create_vit(
         num_heads=width // HEAD_DIM,
         **kwargs,
     )
+
+
+def swin_config(
+    depth: int | None, width: int | None, img_size: int | None = None, patch_size: int | None = None
+) -> dict[str, Any]:
+    """The ``SwinTransformer`` arguments of the ``"swin"`` family: three stages of ``depth`` blocks,
+    widths ``width * (1, 2, 4)`` in heads of 32 (timm's head size), windows of 4 patches, patch size
+    4 (``None``). At 32 px that is an 8 x 8 patch grid, then 4 x 4 and 2 x 2 after the two patch
+    mergings; timm clips a window larger than its stage's grid to the grid and shifts only the
+    windows of a stage larger than one window (here stage 0: stage 1's 4 x 4 is a single window,
+    stage 2's window is 2).
+
+    Raises:
+        ValueError: a width that is not a multiple of 32, or an image whose patch grid the two
+            patch mergings cannot halve (its side must be a multiple of ``4 * patch_size``).
+    """
+    depth, width = _sized("swin", depth, width)
+    img_size = 32 if img_size is None else img_size
+    patch_size = 4 if patch_size is None else patch_size
+    if width % SWIN_HEAD_DIM:
+        raise ValueError(
+            f"swin width must be a multiple of its head size {SWIN_HEAD_DIM} (e.g. 32, 64, 96), found {width}"
+        )
+    reduction = patch_size * 2 ** (SWIN_STAGES - 1)
+    if img_size % reduction:
+        raise ValueError(
+            f"swin img_size must be a multiple of {reduction} (patch_size {patch_size} times 2 per patch merging), "
+            f"found {img_size}"
+        )
+    heads = width // SWIN_HEAD_DIM
+    return {
+        "img_size": img_size,
+        "patch_size": patch_size,
+        "embed_dim": width,
+        "depths": (depth,) * SWIN_STAGES,
+        "num_heads": tuple(heads * 2**i for i in range(SWIN_STAGES)),
+        "window_size": SWIN_WINDOW,
+    }
 
 
 def _stages(name: str, depth: int | None, width: int | None) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -221,6 +272,10 @@ def timm_equivalent(
             return "convnext_atto", {"depths": list(depths), "dims": list(widths), "conv_mlp": False, **common}
         stem = {"stem_type": "deep", "stem_width": widths[0] // 2} if name == "resnetd" else {}
         return "resnet18", {"layers": list(depths), "channels": list(widths), **stem, **common}
+    if name == "swin":
+        config = swin_config(depth, width, img_size, patch_size)
+        lists = {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
+        return "swin_tiny_patch4_window7_224", {**lists, "drop_path_rate": 0.0, **common}
     base = {**common, "pretrained": False}
     return name, {**common, **_accepted_sizes(name, base, img_size, patch_size)}
 
