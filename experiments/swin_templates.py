@@ -329,6 +329,27 @@ def target_line(rows: list[dict[str, Any]], n_test: int) -> tuple[str, list[str]
     return text + ".", not_beaten
 
 
+def scale_line(table: list[dict[str, Any]]) -> str:
+    """The weight scale each init hands over (block-matrix norm over timm's init, mean over targets)."""
+
+    def mean(label: str) -> float:
+        ratios = [r["norm_ratio"] for r in table if r["method"] == label]
+        return sum(ratios) / len(ratios)
+
+    tucker = mean(LABELS["tucker"])
+    text = f"- **Weight scale.** Block-matrix norm over timm's init: template {tucker:.2f}"
+    if any(r["method"] == LABELS["weight_selection"] for r in table):
+        text += f", weight selection {mean(LABELS['weight_selection']):.2f}"
+    text += " (mean over targets)."
+    if tucker < 0.7:
+        text += (
+            " The template hands over much smaller weights than timm's init: its random start, with one core shared"
+            " by the three stages, has timm's RMS in stage 0 only (1/2 and 1/4 of it in stages 1 and 2, which are"
+            " 2x and 4x wider), and the pre-training did not restore it; a plausible reason where it loses."
+        )
+    return text
+
+
 def conclusions(setting: Setting, table: list[dict[str, Any]], n_test: int, params: dict[str, int]) -> list[str]:
     """Plain-language conclusions, including where the template does not help."""
     lines, no_help = [], []
@@ -346,6 +367,7 @@ def conclusions(setting: Setting, table: list[dict[str, Any]], n_test: int, para
         f"source's block matrices {params['dense_blocks']:,}: every stage past the first is rank-limited to "
         f"{setting.ranks[1]} x {setting.ranks[2]}, so at the source size it hands over less than the dense model."
     )
+    lines.append(scale_line(table))
     if len(setting.seeds) < 2:
         lines.append("- One seed: the margin is only the test-set sampling error, not seed-to-seed variation.")
     return lines
