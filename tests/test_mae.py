@@ -4,6 +4,8 @@ encoder at full rank gives the dense model's loss."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from _models import OUTPUT_RTOL, assert_close_rel
@@ -308,7 +310,7 @@ def test_a_few_steps_lower_the_factorized_swin_loss():
         opt.step()
         losses.append(loss.item())
     assert all(map(torch.isfinite, torch.tensor(losses)))
-    assert all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] < 0.95 * losses[0], losses
+    assert all(b < a for a, b in itertools.pairwise(losses)) and losses[-1] < 0.95 * losses[0], losses
 
 
 # -- picking the objective and errors -----------------------------------------------------------------------
