@@ -129,7 +129,7 @@ RESNET_TARGETS = ((2, 16), (1, 32))
 PRESETS = {
     # quick: the source at the middle size (L6 w128, as the README's earlier benchmarks), so weight
     # selection and linear expansion cannot reach L3 w192 and L12 w192; 2 busy CPU cores.
-    "quick": Preset(_families(16, (6, 128), VIT_TARGETS, RESNET_TARGETS), 300, 64, 120, 32, 1000, 1000),
+    "quick": Preset(_families(16, (6, 128), VIT_TARGETS, RESNET_TARGETS), 300, 64, 300, 32, 1000, 1000),
     "full": Preset(_families(32, (12, 192), VIT_TARGETS, RESNET_TARGETS), 2000, 128, 1000, 64, 5000, 5000),
     "smoke": Preset(
         (
