@@ -13,9 +13,9 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
-from tucker_init.factorized import FactorizedModel
-from tucker_init.io import WeightTemplate
-from tucker_init.kinds import get_kind
+from tucker_init.templates.factorized import FactorizedModel
+from tucker_init.templates.io import WeightTemplate
+from tucker_init.templates.kinds import get_kind
 
 from .report import new_figure, save_figure
 from .spectra import template_parts

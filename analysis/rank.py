@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from backbones import BackboneAdapter
-from tucker_init.factorized import FactorizedModel, factorize
+from tucker_init.templates.factorized import FactorizedModel, factorize
 
 from .report import _check_rows, _number, new_figure, save_figure
 

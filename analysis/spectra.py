@@ -18,11 +18,11 @@ import torch
 from torch import Tensor, nn
 
 from backbones import BackboneAdapter, get_adapter
-from tucker_init.factorized import FactorizedModel
-from tucker_init.io import WeightTemplate
-from tucker_init.kinds import get_kind
-from tucker_init.layout import ModelLayout, build_layout
-from tucker_init.template import TemplateConfig
+from tucker_init.templates.factorized import FactorizedModel
+from tucker_init.templates.io import WeightTemplate
+from tucker_init.templates.kinds import get_kind
+from tucker_init.templates.layout import ModelLayout, build_layout
+from tucker_init.templates.template import TemplateConfig
 
 from .report import new_figure, save_figure
 

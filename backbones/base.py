@@ -3,7 +3,7 @@
 An adapter locates *block sequences* (``model.blocks`` of a ViT, ``layer1``..``layer4`` of a
 ResNet, ``stages.i.blocks`` of a ConvNeXt). The core then cuts each sequence into *groups*
 (runs of blocks whose templated weights have identical shapes) and lays every templated
-weight out as d x d slices, see :mod:`tucker_init.layout`.
+weight out as d x d slices, see :mod:`tucker_init.templates.layout`.
 
 A weight is *templated* (a "primary" weight) when it belongs to an ``nn.Linear`` or to an
 ``nn.Conv2d`` with ``groups == 1``: both of its leading axes are channel axes. Biases, norm
@@ -71,7 +71,7 @@ class BackboneAdapter:
     description: ClassVar[str] = ""
     # What ``model.forward_features(images)`` returns: "NCHW" (a CNN's feature map), "NHWC"
     # (Swin's), "NLC" (a token sequence: ViT, Eva, BEiT), None (not known). The masked-input
-    # objective (tucker_init.mae.MaskedConvAutoencoder) takes the two feature-map layouts.
+    # objective (tucker_init.objectives.mae.MaskedConvAutoencoder) takes the two feature-map layouts.
     features_layout: ClassVar[str | None] = None
 
     def matches(self, model: nn.Module) -> bool:

@@ -1,7 +1,7 @@
 """Streaming data on this CPU: loader throughput, memory against folder size, loader against training.
 
 Answers (issue 10, items 1 and 5):
-1. how many images per second the streaming loader (``tucker_init.streaming.StreamingLoader``: PIL
+1. how many images per second the streaming loader (``tucker_init.training.streaming.StreamingLoader``: PIL
    decode + timm MAE transform in DataLoader workers) delivers with 0 and with 2 workers;
 2. whether the memory of a real ``tucker-init pretrain`` run on an image folder stays flat when the
    folder doubles (20,000 -> 40,000 files): peak RSS of the process tree (sampled from /proc, plus
@@ -42,8 +42,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tucker_init.data import FASHION_MNIST_CLASSES, load_dataset  # noqa: E402
-from tucker_init.streaming import FolderDataset, StreamingLoader  # noqa: E402
+from tucker_init.training.data import FASHION_MNIST_CLASSES, load_dataset  # noqa: E402
+from tucker_init.training.streaming import FolderDataset, StreamingLoader  # noqa: E402
 
 DEFAULT_ROOT = Path("/tmp/tucker_init_bench_data")
 SIZE = 64  # pixels of the files on disk
@@ -218,7 +218,7 @@ def _rate(loader_iter, batches: int) -> float:
 def _mae_trainer(depth: int, width: int, image_size: int, ranks: tuple[int, int, int]):
     """The factorized ViT and MAE objective that ``tucker-init pretrain`` trains, with its step."""
     from tucker_init import factorize
-    from tucker_init.mae import masked_model_for
+    from tucker_init.objectives.mae import masked_model_for
     from tucker_init.pipeline import ModelSpec
 
     torch.manual_seed(0)
@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         record("memory", f"{sizes[1]} - {sizes[0]} files: {label}", b - a, "MiB", f"{100 * (b - a) / a:+.1f} %")
     print("in-memory load_dataset('image_folder') for contrast:", flush=True)
     for n, folder in {} if quick else folders.items():
-        code = f"from tucker_init.data import load_dataset; load_dataset('image_folder', root={str(folder)!r})"
+        code = f"from tucker_init.training.data import load_dataset; load_dataset('image_folder', root={str(folder)!r})"
         rss = run_measured([sys.executable, "-c", code], env)["maxrss_mib"]
         record("contrast", f"in-memory load_dataset, {n} files: ru_maxrss", rss, "MiB", "decodes every image")
 

@@ -40,7 +40,7 @@ def vit(depth: int, width: int, seed: int = 0) -> VisionTransformer:
 
 def loader(images: int = 10_000, batch_size: int = 64):
     """A loader over ``images`` real training images, and the dataset's name."""
-    from tucker_init.data import BatchLoader, default_dataset, load_dataset
+    from tucker_init.training.data import BatchLoader, default_dataset, load_dataset
 
     name = default_dataset()
     dataset = load_dataset(name, "train")
@@ -77,9 +77,7 @@ def main() -> None:
     start = time.perf_counter()
     fm = factorize(source, ranks=(96, 192, 192))
     template = WeightTemplate.from_model(fm)
-    print(
-        f"template: ViT depth 12 width 384, ranks (96, 192, 192), made in {time.perf_counter() - start:.2f} s"
-    )
+    print(f"template: ViT depth 12 width 384, ranks (96, 192, 192), made in {time.perf_counter() - start:.2f} s")
 
     tucker = get_initializer("tucker")
     rows: list[dict[str, object]] = []

@@ -61,7 +61,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tucker_init import factorize  # noqa: E402
-from tucker_init.mae import masked_model_for  # noqa: E402
+from tucker_init.objectives.mae import masked_model_for  # noqa: E402
 
 FULL_CSV = ROOT / "docs" / "results" / "bench_overhead.csv"
 SCRATCH_CSV = ROOT / "results" / "bench_overhead.csv"

@@ -47,7 +47,7 @@ from experiments.harness.runs import init_target
 from experiments.harness.settings import PLAN_BUDGETS, FinetunePlan, resolve_plan
 from experiments.harness.sources import SourcePreset, SourceSpec, ensure_source, source_job
 from tucker_init.pipeline import ModelSpec
-from tucker_init.train import evaluate
+from tucker_init.training import evaluate
 
 NAME = "convergence"
 TEMPLATE_INITS = ("tucker_learned", "tucker")

@@ -9,10 +9,10 @@ source serves every target it can reach; methods:
 - ``random``: timm's init of the target (no pre-training).
 - ``weight_selection`` / ``linear_expansion``: from a dense model pre-trained with MAE (cost C).
 - ``kronecker`` / ``tucker_mae``: a Kronecker / Tucker template pre-trained with MAE (cost C).
-- ``tucker_subnet``: the Tucker template with real sub-network scaling (:mod:`tucker_init.subnet`:
+- ``tucker_subnet``: the Tucker template with real sub-network scaling (:mod:`tucker_init.objectives.subnet`:
   each step also trains half-depth and / or half-width models built from it, sandwich rule), MAE, C.
 - ``tucker_distill``: a dense MAE teacher (C/2), then a Tucker template (random start) trained
-  to match its token features (C/2), see :mod:`tucker_init.distill`.
+  to match its token features (C/2), see :mod:`tucker_init.objectives.distill`.
 - ``tucker_refine``: compress, then refine: the same C/2 teacher, its HOSVD at the template's
   ranks, refined by feature distillation from it (C/2).
 - ``direct``: each target pre-trained itself with MAE for the dense source's steps (each target

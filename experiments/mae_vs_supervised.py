@@ -61,9 +61,9 @@ from experiments.harness.runs import init_target
 from experiments.harness.settings import BUDGETS, AblationSetting
 from experiments.harness.sources import Source, SourceSpec, ensure_source, source_job
 from tucker_init import ImageDataset, load_dataset, load_template, to_factorized
-from tucker_init.mae import unpatchify
+from tucker_init.objectives.mae import unpatchify
 from tucker_init.pipeline import ModelSpec
-from tucker_init.train import evaluate, train
+from tucker_init.training import evaluate, train
 from tucker_init.training.recipes import get_recipe
 
 NAME = "mae_vs_supervised"

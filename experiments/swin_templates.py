@@ -56,7 +56,7 @@ from experiments.harness.provenance import fmt, md_table, mean_std, report_heade
 from experiments.harness.runs import finetune_classifier, init_target
 from experiments.harness.sources import MASK_RATIO, Source, SourceSpec, ensure_source, source_job, template_params
 from tucker_init.pipeline import ModelSpec, load_model
-from tucker_init.train import TrainResult
+from tucker_init.training import TrainResult
 
 NAME = "swin_templates"
 METHODS = ("random", "weight_selection", "tucker")

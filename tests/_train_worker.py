@@ -15,10 +15,10 @@ from timm.models.vision_transformer import VisionTransformer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tucker_init.data import BatchLoader, ImageDataset
-from tucker_init.distributed import cleanup, init_distributed
-from tucker_init.factorized import factorize
-from tucker_init.train import TrainConfig, classification_loss, train
+from tucker_init.templates.factorized import factorize
+from tucker_init.training import TrainConfig, classification_loss, train
+from tucker_init.training.data import BatchLoader, ImageDataset
+from tucker_init.training.distributed import cleanup, init_distributed
 
 
 def tiny_dataset(n: int = 64, seed: int = 0) -> ImageDataset:

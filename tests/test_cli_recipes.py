@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from tucker_init.checkpoint import load_checkpoint
 from tucker_init.cli import main
 from tucker_init.pipeline import load_model
+from tucker_init.training.checkpoint import load_checkpoint
 
 TINY = ["--model", "vit", "--depth", "2", "--width", "64", "--img-size", "16", "--patch-size", "4"]
 COMMON = ["--data", "digits", "--device", "cpu", "--seed", "0"]

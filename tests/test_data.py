@@ -11,8 +11,8 @@ import pytest
 import torch
 from _models import assert_close_rel
 
-from tucker_init import data as D
-from tucker_init.data import BatchLoader, ImageDataset, default_dataset, list_datasets, load_dataset
+from tucker_init.training import data as D
+from tucker_init.training.data import BatchLoader, ImageDataset, default_dataset, list_datasets, load_dataset
 
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 
@@ -95,9 +95,7 @@ def test_missing_dataset_errors(tmp_path, monkeypatch):
 
 
 def test_name_and_split_validation():
-    assert {"fashion_mnist", "digits", "photos", "image_folder", "cifar10", "cifar100", "mnist"} == set(
-        list_datasets()
-    )
+    assert {"fashion_mnist", "digits", "photos", "image_folder", "cifar10", "cifar100", "mnist"} == set(list_datasets())
     with pytest.raises(ValueError, match=r"name must be one of .*digits.*found 'imagenet'"):
         load_dataset("imagenet")
     with pytest.raises(ValueError, match=r"split must be one of \['train', 'test'\], found 'val'"):
@@ -179,9 +177,7 @@ def test_loader_shapes_and_normalization():
     x8, y8 = next(iter(BatchLoader(ds, 4, image_size=8, channels=1, shuffle=False, mean=0.2, std=0.3)))
     assert_close_rel(x8, (ds.images[:4].float() / 255 - 0.2) / 0.3)
     assert torch.equal(y8, ds.labels[:4])
-    rgb = ImageDataset(
-        "rgb", torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.zeros(4, dtype=torch.int64), ["x"]
-    )
+    rgb = ImageDataset("rgb", torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.zeros(4, dtype=torch.int64), ["x"])
     assert next(iter(BatchLoader(rgb, 2, image_size=8, channels=1)))[0].shape == (2, 1, 8, 8)
     assert len(BatchLoader(ds, 6, drop_last=False)) == 4
 
@@ -232,9 +228,7 @@ def test_loader_resume():
 def test_loader_world_size_matches_single_process(augment):
     ds = _toy(26, hw=8)
     single = list(BatchLoader(ds, 8, seed=1, augment=augment, image_size=8))
-    ranks = [
-        list(BatchLoader(ds, 4, seed=1, augment=augment, image_size=8, rank=r, world_size=2)) for r in (0, 1)
-    ]
+    ranks = [list(BatchLoader(ds, 4, seed=1, augment=augment, image_size=8, rank=r, world_size=2)) for r in (0, 1)]
     assert len(single) == len(ranks[0]) == len(ranks[1]) == 3
     for b, (xs, ys) in enumerate(single):
         (x0, y0), (x1, y1) = ranks[0][b], ranks[1][b]

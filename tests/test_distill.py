@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tucker_init import factorize
-from tucker_init.distill import Distillation, token_features
+from tucker_init.objectives.distill import Distillation, token_features
 from tucker_init.pipeline import ModelSpec, pretrain, save_model
 
 SMALL = ModelSpec("vit", depth=2, width=64)

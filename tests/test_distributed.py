@@ -12,8 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from tucker_init.checkpoint import load_checkpoint
-from tucker_init.distributed import (
+from tucker_init.training import TrainConfig, classification_loss, train
+from tucker_init.training.checkpoint import load_checkpoint
+from tucker_init.training.distributed import (
     DistInfo,
     all_gather_objects,
     all_reduce_mean,
@@ -24,7 +25,6 @@ from tucker_init.distributed import (
     unwrap,
     wrap_ddp,
 )
-from tucker_init.train import TrainConfig, classification_loss, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _models import assert_close_rel

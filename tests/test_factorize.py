@@ -12,8 +12,8 @@ from _models import BUILDERS, OUTPUT_RTOL, assert_close_rel, build, tiny_vit
 from tensorly.decomposition import tucker as tl_tucker
 
 from tucker_init import factorize
-from tucker_init.kronecker import kronecker_reconstruct, kronecker_svd
-from tucker_init.tucker import hosvd, tucker_reconstruct
+from tucker_init.templates.kronecker import kronecker_reconstruct, kronecker_svd
+from tucker_init.templates.tucker import hosvd, tucker_reconstruct
 
 tl.set_backend("pytorch")
 

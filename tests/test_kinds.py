@@ -8,9 +8,9 @@ import torch
 from _models import build, tiny_vit
 
 from tucker_init import factorize, initialize, load_template, save_template
-from tucker_init.kinds import TuckerKind, get_kind, list_kinds
-from tucker_init.kinds import base as kinds_base
-from tucker_init.kinds.base import orthonormal, rms_scale
+from tucker_init.templates.kinds import TuckerKind, get_kind, list_kinds
+from tucker_init.templates.kinds import base as kinds_base
+from tucker_init.templates.kinds.base import orthonormal, rms_scale
 from tucker_init.validation import rank_tuple
 
 

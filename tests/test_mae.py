@@ -17,7 +17,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from tucker_init import factorize
-from tucker_init.mae import (
+from tucker_init.objectives.mae import (
     MaskedAutoencoder,
     MaskedConvAutoencoder,
     _encode,

@@ -108,7 +108,7 @@ def test_mixup_needs_an_even_batch(tmp_path):
 
 def test_recipes_augment_streamed_image_folders_as_their_papers():
     from tucker_init.pipeline import _transform_options
-    from tucker_init.streaming import build_transform
+    from tucker_init.training.streaming import build_transform
 
     deit = repr(build_transform("finetune", 32, options=_transform_options(get_recipe("deit"))))
     assert "RandAugment" in deit and "RandomErasing(p=0.25" in deit and "scale=(0.08, 1.0)" in deit

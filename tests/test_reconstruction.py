@@ -17,13 +17,13 @@ from _models import BUILDERS, OUTPUT_RTOL, RTOL, assert_close_rel, build
 from einops import rearrange
 from torch import Tensor
 
-import tucker_init.factorized as factorized_module
-import tucker_init.kinds.tucker as tucker_kind_module
+import tucker_init.templates.factorized as factorized_module
+import tucker_init.templates.kinds.tucker as tucker_kind_module
 from backbones import get_adapter
 from tucker_init import factorize
-from tucker_init.layout import GroupLayout, build_layout
-from tucker_init.stochastic import WidthScaling
-from tucker_init.tucker import depth_last, tucker_reconstruct
+from tucker_init.objectives.stochastic import WidthScaling
+from tucker_init.templates.layout import GroupLayout, build_layout
+from tucker_init.templates.tucker import depth_last, tucker_reconstruct
 
 tl.set_backend("pytorch")
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from backbones import GenericAdapter
 from tucker_init import LearnConfig, factorize, initialize, load_template, save_template
-from tucker_init.tucker import hosvd, tucker_reconstruct
+from tucker_init.templates.tucker import hosvd, tucker_reconstruct
 
 
 def relative_error(found: torch.Tensor, expected: torch.Tensor) -> float:
@@ -163,7 +163,7 @@ def test_failing_learn_leaves_the_target_bit_identical(saved):
 
 
 def test_files_get_their_permissions_from_the_umask(tmp_path):
-    from tucker_init.checkpoint import save_checkpoint
+    from tucker_init.training.checkpoint import save_checkpoint
 
     old = os.umask(0o022)
     try:
@@ -176,7 +176,7 @@ def test_files_get_their_permissions_from_the_umask(tmp_path):
 
 
 def test_temporary_files_of_a_killed_save_are_cleaned_by_the_next_save(tmp_path):
-    from tucker_init.checkpoint import save_checkpoint
+    from tucker_init.training.checkpoint import save_checkpoint
 
     fm = factorize(build("vit"), ranks=(2, 4, 4))
     # What a save killed between creating its temporary file and the rename leaves behind.

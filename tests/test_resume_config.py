@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from tucker_init import load_dataset
-from tucker_init.checkpoint import load_checkpoint
-from tucker_init.data import default_dataset
 from tucker_init.models import create_model
 from tucker_init.pipeline import ModelSpec, finetune_model, init_model, pretrain, save_model
+from tucker_init.training.checkpoint import load_checkpoint
+from tucker_init.training.data import default_dataset
 
 SPEC = ModelSpec("vit", depth=1, width=64, img_size=16)
 RUN = {"ranks": (4, 8, 8), "steps": 2, "batch_size": 8, "device": "cpu"}
@@ -159,7 +159,7 @@ def test_init_model_refuses_unused_data_and_negative_learn_steps(run):
 
 
 def test_jobs_are_compared_only_when_both_are_recorded(tmp_path):
-    from tucker_init.train import TrainConfig, check_resume
+    from tucker_init.training import TrainConfig, check_resume
 
     config = TrainConfig(steps=2)
     saved = {"config": config.to_dict(), "total_steps": 2}

@@ -10,7 +10,7 @@ from timm.models.resnet import BasicBlock, ResNet
 from timm.models.vision_transformer import VisionTransformer
 
 from tucker_init import factorize
-from tucker_init.stochastic import WidthScaling
+from tucker_init.objectives.stochastic import WidthScaling
 
 
 def tiny_vit() -> VisionTransformer:
@@ -234,7 +234,7 @@ def test_materialize_ignores_the_training_mask():
     from _models import build
 
     from tucker_init import factorize
-    from tucker_init.stochastic import WidthScaling
+    from tucker_init.objectives.stochastic import WidthScaling
 
     fm = factorize(build("vit"), ranks="full")
     expected = fm.eval().materialize().state_dict()

@@ -1,4 +1,4 @@
-"""Streaming image folders (tucker_init.streaming): real PNG / JPEG files, DataLoader workers,
+"""Streaming image folders (tucker_init.training.streaming): real PNG / JPEG files, DataLoader workers,
 seeded order and augmentation, rank sharding, exact resume, the pipeline end to end. CPU, fast."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from tucker_init import pipeline
-from tucker_init.data import BatchLoader, load_dataset, streamed_datasets
-from tucker_init.streaming import FolderDataset, ResumableBatchSampler, StreamingLoader, default_workers
+from tucker_init.training.data import BatchLoader, load_dataset, streamed_datasets
+from tucker_init.training.streaming import FolderDataset, ResumableBatchSampler, StreamingLoader, default_workers
 
 CLASSES = ("apple", "banana", "cherry")
 PER_CLASS = 20

@@ -7,10 +7,10 @@ import torch
 from safetensors.torch import load_file
 
 from tucker_init import factorize, initialize
-from tucker_init.distill import Distillation
-from tucker_init.mae import masked_model_for
+from tucker_init.objectives.distill import Distillation
+from tucker_init.objectives.mae import masked_model_for
+from tucker_init.objectives.subnet import SubnetTraining, choose_subnet_sizes
 from tucker_init.pipeline import ModelSpec, pretrain
-from tucker_init.subnet import SubnetTraining, choose_subnet_sizes
 
 VIT = ModelSpec("vit", depth=4, width=128)
 RESNET = ModelSpec("resnetd", depth=2, width=16, patch_size=None)

@@ -50,7 +50,7 @@ def test_metadata_says_what_it_is(tmp_path, fm):
     path = save_template(tmp_path / "t.safetensors", fm)
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
-    assert meta["format"] == "tucker_init.template" and meta["format_version"] == "1"
+    assert meta["format"] == "tucker_init.templates.template" and meta["format_version"] == "1"
     assert json.loads(meta["config"])["method"] == "tucker"
     assert json.loads(meta["layout"])["family"] == "resnet"
     assert meta["library_version"]
@@ -67,9 +67,7 @@ def test_truncated_file_is_refused(tmp_path, fm):
 def test_random_file_is_refused(tmp_path):
     path = tmp_path / "noise.safetensors"
     path.write_bytes(
-        torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
-        .numpy()
-        .tobytes()
+        torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8).numpy().tobytes()
     )
     with pytest.raises(ValueError, match=r"is not a readable template file"):
         load_template(path)
@@ -78,9 +76,7 @@ def test_random_file_is_refused(tmp_path):
 def test_foreign_safetensors_is_refused(tmp_path):
     path = tmp_path / "other.safetensors"
     save_file({"weight": torch.zeros(3)}, str(path), metadata={"format": "pt"})
-    with pytest.raises(
-        ValueError, match=r"is a safetensors file but not a tucker_init template \(format 'pt'"
-    ):
+    with pytest.raises(ValueError, match=r"is a safetensors file but not a tucker_init template \(format 'pt'"):
         load_template(path)
 
 

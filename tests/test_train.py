@@ -17,15 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from tucker_init.checkpoint import (
-    FORMAT,
-    FORMAT_VERSION,
-    capture_rng_state,
-    load_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
-)
-from tucker_init.train import (
+from tucker_init.training import (
     NonFiniteLossError,
     TrainConfig,
     WarmupCosine,
@@ -37,11 +29,19 @@ from tucker_init.train import (
     masked_image_loss,
     train,
 )
+from tucker_init.training.checkpoint import (
+    FORMAT,
+    FORMAT_VERSION,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _train_worker import tiny_dataset, tiny_loader, tiny_model, tiny_vit
 
-from tucker_init.data import BatchLoader
+from tucker_init.training.data import BatchLoader
 
 WORKER = Path(__file__).parent / "_train_worker.py"
 ROOT = Path(__file__).resolve().parents[1]
@@ -371,8 +371,8 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
 
 def test_mae_pretraining_of_a_factorized_vit_with_width_scaling_resumes_exactly(tmp_path):
-    from tucker_init.mae import masked_model_for
-    from tucker_init.stochastic import WidthScaling
+    from tucker_init.objectives.mae import masked_model_for
+    from tucker_init.objectives.stochastic import WidthScaling
 
     def setup(mode: str = "prefix"):
         fm = tiny_model(factorized=True)

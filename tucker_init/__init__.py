@@ -1,19 +1,19 @@
 """tucker_init: weight templates for initializing vision models of any depth and width."""
 
-from .data import BatchLoader, ImageDataset, default_dataset, list_datasets, load_dataset
-from .factorized import FactorizedModel, factorize
-from .io import WeightTemplate, load_template, save_template, to_factorized
-from .layout import GroupLayout, ModelLayout, ParamSlot, build_layout
-from .mae import MaskedAutoencoder, MaskedConvAutoencoder, MaskedOutput, masked_model_for
 from .models import create_model
+from .objectives.mae import MaskedAutoencoder, MaskedConvAutoencoder, MaskedOutput, masked_model_for
+from .objectives.stochastic import WidthScaling
 from .resize.initialize import initialize
 from .resize.initializers import get_initializer, list_initializers, register_initializer
 from .resize.learn import LearnConfig
 from .resize.plan import ResizePlan, plan_resize
 from .resize.report import InitReport
 from .resize.target_weights import target_weights
-from .stochastic import WidthScaling
-from .template import TemplateConfig, reconstruct_group
+from .templates.factorized import FactorizedModel, factorize
+from .templates.io import WeightTemplate, load_template, save_template, to_factorized
+from .templates.layout import GroupLayout, ModelLayout, ParamSlot, build_layout
+from .templates.template import TemplateConfig, reconstruct_group
+from .training.data import BatchLoader, ImageDataset, default_dataset, list_datasets, load_dataset
 
 __version__ = "0.1.0"
 

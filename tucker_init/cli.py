@@ -104,7 +104,7 @@ def _add_model(p: argparse.ArgumentParser) -> None:
 
 
 def _add_data(p: argparse.ArgumentParser) -> None:
-    from .data import list_datasets
+    from .training.data import list_datasets
 
     g = p.add_argument_group("data")
     g.add_argument(
@@ -147,7 +147,7 @@ def _engine(args: argparse.Namespace, *names: str) -> dict[str, Any]:
 
 
 def _add_pretrain(sub: Any) -> None:
-    from .kinds import list_kinds
+    from .templates.kinds import list_kinds
 
     p = sub.add_parser("pretrain", help="pre-train a weight template (masked image modeling or distillation)")
     _add_model(p)
@@ -298,14 +298,14 @@ def _spec(args: argparse.Namespace):
 
 
 def _data(args: argparse.Namespace) -> str:
-    from .data import default_dataset
+    from .training.data import default_dataset
 
     return default_dataset() if args.data is None else args.data
 
 
 def _pretrain(args: argparse.Namespace) -> None:
     from . import pipeline
-    from .kinds import get_kind
+    from .templates.kinds import get_kind
 
     if args.dense:
         _refuse(args, ("ranks", "method", "scaling"), "a --dense run has no template (these shape one)")
@@ -428,7 +428,7 @@ def _finetune(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from . import pipeline
-    from .train import evaluate
+    from .training import evaluate
 
     model, spec = pipeline.load_model(args.weights)
     _, test_loader = pipeline.make_loaders(
@@ -454,7 +454,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that mean "the input was wrong": reported in one line, not a traceback."""
-    from .train import NonFiniteLossError
+    from .training import NonFiniteLossError
 
     files = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
     return (ValueError, TypeError, NonFiniteLossError, *files)

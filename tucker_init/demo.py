@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .data import default_dataset
 from .pipeline import ModelSpec, finetune_model, init_model, load_model, pretrain, save_model
-from .train import TrainResult
+from .training import TrainResult
+from .training.data import default_dataset
 
 __all__ = ["DEMO_RESULTS", "DEMO_TARGETS", "run_demo"]
 

@@ -20,23 +20,23 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from .checkpoint import LAST, load_checkpoint
-from .data import BatchLoader, ImageDataset, load_dataset, streamed_datasets
-from .distill import DISTILL_TARGETS, Distillation
-from .factorized import FactorizedModel, factorize
-from .io import read_safetensors, save_template, write_model_card, write_safetensors_atomic
-from .kinds import get_kind
-from .mae import masked_model_for
 from .models import ModelSpec
+from .objectives.distill import DISTILL_TARGETS, Distillation
+from .objectives.mae import masked_model_for
+from .objectives.stochastic import WidthScaling
+from .objectives.subnet import SubnetTraining, choose_subnet_sizes
 from .resize.initialize import initialize
 from .resize.learn import LearnConfig
 from .resize.report import InitReport
-from .stochastic import WidthScaling
-from .streaming import TRANSFORMS, FolderDataset, StreamingLoader
-from .subnet import SubnetTraining, choose_subnet_sizes
-from .template import as_template
-from .train import TrainConfig, TrainResult, finetune, masked_image_loss, train
+from .templates.factorized import FactorizedModel, factorize
+from .templates.io import read_safetensors, save_template, write_model_card, write_safetensors_atomic
+from .templates.kinds import get_kind
+from .templates.template import as_template
+from .training import TrainConfig, TrainResult, finetune, masked_image_loss, train
+from .training.checkpoint import LAST, load_checkpoint
+from .training.data import BatchLoader, ImageDataset, load_dataset, streamed_datasets
 from .training.recipes import Recipe, get_recipe
+from .training.streaming import TRANSFORMS, FolderDataset, StreamingLoader
 from .validation import check_choice
 
 __all__ = [
@@ -194,13 +194,13 @@ def make_train_loader(
     transform_options: Mapping[str, Any] | None = None,
 ) -> BatchLoader | StreamingLoader:
     """The training loader of ``data`` (a data set name, whose "train" split is used, an
-    :class:`ImageDataset` or a :class:`~tucker_init.streaming.FolderDataset`); under torchrun each
+    :class:`ImageDataset` or a :class:`~tucker_init.training.streaming.FolderDataset`); under torchrun each
     rank gets its shard of the global ``batch_size``. ``train_subset`` trains on a subset of that
     size, drawn with ``seed``.
 
     Image folders (``data="image_folder"`` with ``root``, or a ``FolderDataset``) are streamed from
-    disk by a :class:`~tucker_init.streaming.StreamingLoader`: ``workers`` DataLoader processes
-    (default :func:`~tucker_init.streaming.default_workers`, or ``$TUCKER_INIT_WORKERS``), the timm
+    disk by a :class:`~tucker_init.training.streaming.StreamingLoader`: ``workers`` DataLoader processes
+    (default :func:`~tucker_init.training.streaming.default_workers`, or ``$TUCKER_INIT_WORKERS``), the timm
     ``transform`` (``"mae"``: random-resized crop of 20-100 % + flip; ``"finetune"``: timm's training
     transform; ``augment=False``: ``"eval"``, resize + center crop), mean / std from
     ``pretrained_cfg`` when given, else 0.5. The in-memory sets (fashion_mnist, digits, photos, ...)
@@ -308,7 +308,7 @@ def check_run_dir(out_dir: str | os.PathLike, kind: str, resume: bool) -> Path:
 
     Raises:
         NotADirectoryError: ``out_dir`` is a file. ValueError: without ``resume``, it holds the
-            checkpoint of another kind of job (with ``resume``, :func:`~tucker_init.train.train`
+            checkpoint of another kind of job (with ``resume``, :func:`~tucker_init.training.train`
             compares the whole recorded job and names what differs).
     """
     out = Path(out_dir)
@@ -463,7 +463,7 @@ def pretrain(
     """Pre-train a weight template (or, with ``dense=True``, a dense model of the same shape)
     with the masked-image objective (``objective="mae"``) or by distilling a ``teacher``
     (``objective="distill"``: a model file, a timm name with pre-trained weights or a module;
-    ``distill_target`` ``"features"`` | ``"logits"`` | ``"both"``, see :mod:`tucker_init.distill`).
+    ``distill_target`` ``"features"`` | ``"logits"`` | ``"both"``, see :mod:`tucker_init.objectives.distill`).
 
     ``init_from`` (a dense model of ``spec``: file, timm name or module) compresses, then refines:
     the template starts from the HOSVD of those weights (and the remainder from them) instead of
@@ -475,7 +475,7 @@ def pretrain(
     The hyper-parameters come from the named ``recipe`` (:mod:`tucker_init.training.recipes`:
     ``"small_pretrain"`` for short CPU runs, ``"mae"`` for the MAE paper's); ``lr``,
     ``warmup_steps``, ``mask_ratio`` and ``norm_pix_loss`` override it when given, ``engine``
-    any other :class:`~tucker_init.train.TrainConfig` field (``compile``, ``channels_last``,
+    any other :class:`~tucker_init.training.TrainConfig` field (``compile``, ``channels_last``,
     ``grad_clip``, ...). ``workers``: DataLoader processes for streamed image folders;
     ``tensorboard``: also log to ``out_dir/tensorboard``.
 
@@ -483,7 +483,7 @@ def pretrain(
     ``"off"``: in ``experiments/stochastic_scaling.py --quick --seeds 0 1 2`` prefix masks and rank
     dropout gave 4-5 points lower fine-tuned top-1 than no masks at the template's width and at a
     wider one, and no gain at a narrower one. ``"subnet"`` trains real smaller models built from the
-    template beside the full one each step (:mod:`tucker_init.subnet`): ``subnet_sizes`` as
+    template beside the full one each step (:mod:`tucker_init.objectives.subnet`): ``subnet_sizes`` as
     ``[(depth, width), ...]`` (default half depth and / or half width), ``sandwich`` the smallest
     plus one random size per step.
 
@@ -659,7 +659,7 @@ def finetune_model(
     """Fine-tune a classifier with the named ``recipe`` (``"small_finetune"``: AdamW, 10 %
     warm-up + cosine, label smoothing 0.1; ``"mae_finetune"`` / ``"deit"``: layer decay, mixup /
     cutmix, ...) and evaluate top-1. ``lr``, ``warmup_steps`` and ``label_smoothing`` override the
-    recipe when given, ``engine`` any other :class:`~tucker_init.train.TrainConfig` field. The
+    recipe when given, ``engine`` any other :class:`~tucker_init.training.TrainConfig` field. The
     recipe's ``drop_path`` applies where the model is built (:meth:`ModelSpec.build`).
 
     The checkpoint records the job: the model's architecture, image size, data set, root and the

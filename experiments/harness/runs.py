@@ -11,7 +11,7 @@ from torch import nn
 
 from tucker_init import ImageDataset, InitReport, LearnConfig, get_initializer
 from tucker_init.pipeline import ModelSpec, finetune_model, make_train_loader
-from tucker_init.train import TrainResult, seed_everything
+from tucker_init.training import TrainResult, seed_everything
 
 from .data import Splits
 from .estimate import resolve_device

@@ -17,7 +17,7 @@ from torch import nn
 
 from tucker_init import LearnConfig
 from tucker_init.pipeline import ModelSpec
-from tucker_init.train import TrainResult
+from tucker_init.training import TrainResult
 
 from .cli import Context, override
 from .data import Splits

@@ -38,7 +38,7 @@ from tucker_init import (
     save_template,
 )
 from tucker_init.pipeline import ModelSpec, make_train_loader, pretrain, save_model
-from tucker_init.train import TrainResult, classification_loss, masked_image_loss, train
+from tucker_init.training import TrainResult, classification_loss, masked_image_loss, train
 from tucker_init.training.recipes import get_recipe
 
 from .data import PRETRAIN_SUBSET_SEED, fixed_test_loader, load_split, subset

@@ -22,7 +22,7 @@ import torch
 
 from backbones.axes import AxisRole
 
-from ..layout import ModelLayout
+from ..templates.layout import ModelLayout
 from .axis_maps import AxisMap, width_map
 
 if TYPE_CHECKING:

@@ -32,8 +32,8 @@ from torch import Tensor, nn
 
 from backbones import BackboneAdapter
 
-from ..factorized import FactorizedModel
-from ..template import WeightTemplate, as_template
+from ..templates.factorized import FactorizedModel
+from ..templates.template import WeightTemplate, as_template
 from ..validation import check_choice, check_int, check_materialized
 from .axis_maps import DEPTH_RULES, WIDTH_RULES
 from .learn import LearnConfig, learn_scalers, starting_rules

@@ -34,9 +34,9 @@ from torch import Tensor, nn
 
 from backbones import BackboneAdapter, get_adapter
 
-from ..factorized import FactorizedModel
-from ..layout import build_layout
-from ..template import WeightTemplate, as_template
+from ..templates.factorized import FactorizedModel
+from ..templates.layout import build_layout
+from ..templates.template import WeightTemplate, as_template
 from ..validation import as_int
 from .initialize import initialize
 from .learn import LearnConfig

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..factorized import FactorizedModel, master_dtype
-from ..template import WeightTemplate
+from ..templates.factorized import FactorizedModel, master_dtype
+from ..templates.template import WeightTemplate
 from ..training import cycle_batches, to_device, train_step
 from ..validation import as_int, check_choice
 from .plan import ResizePlan, source_tensors
@@ -172,7 +172,7 @@ def _learn_loss(learn: LearnConfig) -> Callable[[nn.Module, Any], Tensor]:
 def _masked_objective(fm: FactorizedModel, batch: Any, device: torch.device) -> tuple[nn.Module, Callable]:
     """The masked-image objective around ``fm`` with a fresh decoder (template files hold none),
     and its loss."""
-    from ..mae import masked_model_for
+    from ..objectives.mae import masked_model_for
     from ..training import masked_image_loss
 
     images = batch[0] if isinstance(batch, tuple | list) else batch

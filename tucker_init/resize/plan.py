@@ -26,10 +26,10 @@ from torch import Tensor, nn
 
 from backbones import BackboneAdapter, get_adapter
 
-from ..factorized import FactorizedModel
-from ..kinds import get_kind
-from ..layout import GroupLayout, ModelLayout, build_layout
-from ..template import TemplateConfig, WeightTemplate, template_keys
+from ..templates.factorized import FactorizedModel
+from ..templates.kinds import get_kind
+from ..templates.layout import GroupLayout, ModelLayout, build_layout
+from ..templates.template import TemplateConfig, WeightTemplate, template_keys
 from ..validation import check_choice, check_materialized
 from .axis_maps import AxisMap, depth_map, width_map
 from .remainder import RemainderPlan, Unit, plan_remainder

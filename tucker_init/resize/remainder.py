@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from backbones import BackboneAdapter
 from backbones.axes import AxisRole
 
-from ..layout import ModelLayout
+from ..templates.layout import ModelLayout
 from .axis_maps import AxisMap, width_map
 from .axis_roles import AxisRoles
 

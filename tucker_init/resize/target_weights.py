@@ -21,9 +21,9 @@ from torch import Tensor, nn
 
 from backbones import BackboneAdapter
 
-from ..factorized import FactorizedModel, master_dtype
-from ..kinds import get_kind
-from ..template import WeightTemplate, reconstruct_group
+from ..templates.factorized import FactorizedModel, master_dtype
+from ..templates.kinds import get_kind
+from ..templates.template import WeightTemplate, reconstruct_group
 from .plan import ResizePlan, SourceTensors, plan_resize, source_tensors
 from .remainder import map_remainder
 from .report import init_state

@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint import LAST, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
-from ..distributed import DistInfo, all_gather_objects
 from .batches import seed_everything
+from .checkpoint import LAST, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .config import _TRAJECTORY_FIELDS, NonFiniteLossError, TrainConfig
+from .distributed import DistInfo, all_gather_objects
 
 __all__ = ["Checkpointer", "RunState", "check_resume", "plain_job"]
 

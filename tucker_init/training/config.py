@@ -13,8 +13,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..distributed import DEVICES
 from ..validation import as_int
+from .distributed import DEVICES
 
 __all__ = ["EvalFn", "LossFn", "NonFiniteLossError", "TrainConfig", "TrainResult"]
 

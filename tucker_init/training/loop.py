@@ -22,10 +22,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..distributed import DistInfo, all_reduce_sum, init_distributed, wrap_ddp
 from .batches import autocast, batch_images, batch_stream, seed_everything, to_device
 from .checkpointer import Checkpointer, RunState
 from .config import EvalFn, LossFn, TrainConfig, TrainResult, _is_int
+from .distributed import DistInfo, all_reduce_sum, init_distributed, wrap_ddp
 from .losses import classification_loss, evaluate, make_mixup
 from .metrics import MetricsLogger, prune_metrics
 from .optim import build_optimizer, build_scheduler
@@ -137,7 +137,7 @@ def train(
     Args:
         model: any module; it is moved to the run's device. Under torchrun (``WORLD_SIZE``
             > 1) it is wrapped in DDP for the loop (``loss_fn`` receives the wrapper).
-        loader: yields batches; a :class:`~tucker_init.data.BatchLoader` (its
+        loader: yields batches; a :class:`~tucker_init.training.data.BatchLoader` (its
             ``infinite()`` and ``state_dict()`` give exact resume), or any re-iterable.
             Under torchrun each rank's loader must hold its shard (``rank``/``world_size``).
         loss_fn: ``loss_fn(model, batch) -> scalar tensor``, batch already on the device,

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..distributed import all_reduce_sum
 from .batches import autocast, to_device
 from .config import LossFn, TrainConfig, _is_number
+from .distributed import all_reduce_sum
 
 __all__ = ["classification_loss", "evaluate", "make_mixup", "masked_image_loss"]
 

@@ -15,8 +15,8 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from ..distributed import DistInfo, all_reduce_mean, all_reduce_sum
 from .config import NonFiniteLossError
+from .distributed import DistInfo, all_reduce_mean, all_reduce_sum
 
 __all__ = ["MetricsLogger", "prune_metrics"]
 

@@ -1,7 +1,7 @@
 """The template concept in one place: :class:`TemplateConfig` (kind, ranks, sharing), the keys
 and shapes of a template's tensors, :func:`reconstruct_group` (template + scalers -> a group's
 unified tensor ``(S*L, d, d)``), and :class:`WeightTemplate`, a template detached from any model
-as a template file holds it. What differs between kinds lives in :mod:`tucker_init.kinds`.
+as a template file holds it. What differs between kinds lives in :mod:`tucker_init.templates.kinds`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
+from ..validation import check_choice, check_int
 from .kinds import get_kind
 from .layout import ModelLayout
-from .validation import check_choice, check_int
 
 if TYPE_CHECKING:
     from .factorized import FactorizedModel
@@ -31,7 +31,7 @@ class TemplateConfig:
 
     Attributes:
         method: the template kind, ``"tucker"`` or ``"kronecker"`` (any registered in
-            :mod:`tucker_init.kinds`).
+            :mod:`tucker_init.templates.kinds`).
         ranks: Tucker ``(r1, r2, r3)`` per group; Kronecker ``(k, a, b)`` per group.
         share: Tucker: one core G for all groups (else one per group).
         kron_sharing: Kronecker: ``"all"`` slices share the templates (WeiT-like) or each
@@ -96,7 +96,7 @@ def reconstruct_group(
     scalers: Mapping[str, Tensor],
 ) -> Tensor:
     """Unified tensor ``(S*L, d, d)`` of group ``index`` from a template and its scalers (Tucker:
-    ``G x1 X x2 U x3 V``; Kronecker: ``sum_i kron(S_i, T_i)``; see :mod:`tucker_init.kinds`). The
+    ``G x1 X x2 U x3 V``; Kronecker: ``sum_i kron(S_i, T_i)``; see :mod:`tucker_init.templates.kinds`). The
     scalers may be of another size than the layout's (a target of another depth or width): the
     output follows them."""
     return get_kind(config.method).reconstruct(config, layout, index, template, scalers)
@@ -133,7 +133,7 @@ class WeightTemplate:
     @classmethod
     def from_model(cls, fm: FactorizedModel) -> WeightTemplate:
         """Detached copies of ``fm``'s template, scalers and remainder."""
-        from . import __version__  # the package imports this module
+        from .. import __version__  # the package imports this module
 
         def detach(t: Tensor) -> Tensor:
             return t.detach().cpu().clone()

@@ -34,9 +34,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .factorized import FactorizedModel
-from .kinds import get_kind
-from .validation import as_int, check_int
+from ..templates.factorized import FactorizedModel
+from ..templates.kinds import get_kind
+from ..validation import as_int, check_int
 
 __all__ = ["MODES", "WidthScaling"]
 
@@ -52,7 +52,7 @@ def _mask_seed(seed: int, step: int, group_index: int) -> int:
 
 
 class WidthScaling:
-    """``scaler_hook`` for a Tucker :class:`~tucker_init.factorized.FactorizedModel` that masks
+    """``scaler_hook`` for a Tucker :class:`~tucker_init.templates.factorized.FactorizedModel` that masks
     the width scalers during training.
 
     ``mode="prefix"``: keep the first d' rows of ``U (d, r2)`` and ``V (d, r3)`` for a random

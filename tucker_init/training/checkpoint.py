@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .files import atomic_write
+from ..files import atomic_write
 
 __all__ = [
     "FORMAT",
@@ -34,7 +34,7 @@ __all__ = [
     "save_checkpoint",
 ]
 
-FORMAT = "tucker_init.checkpoint"
+FORMAT = "tucker_init.training.checkpoint"
 FORMAT_VERSION = 1
 LAST = "last.pt"  # file name of the latest checkpoint inside a run's out_dir
 _RESERVED = ("format", "format_version")

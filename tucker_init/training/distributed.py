@@ -5,7 +5,7 @@
 process group (NCCL on GPU, gloo on CPU). Without those variables everything here degrades
 to a single process, so the same script runs with plain ``python`` too.
 
-Conventions used by :func:`tucker_init.train.train`: every rank seeds ``seed + rank``, the
+Conventions used by :func:`tucker_init.training.train`: every rank seeds ``seed + rank``, the
 model is wrapped in :class:`~torch.nn.parallel.DistributedDataParallel` (DDP averages the
 gradients, so ``N`` ranks with ``B / N`` images each take the step of one process with ``B``),
 logged metrics are all-reduced, and only rank 0 writes checkpoints and metrics files.
@@ -194,7 +194,7 @@ def wrap_ddp(model: nn.Module, info: DistInfo, find_unused_parameters: bool = Fa
     """``model`` wrapped in DDP when ``info.world_size > 1``, else ``model`` itself.
 
     DDP hooks every trainable parameter of ``model`` (``model.parameters()``), so a
-    :class:`~tucker_init.factorized.FactorizedModel`, whose forward builds the block weights
+    :class:`~tucker_init.templates.factorized.FactorizedModel`, whose forward builds the block weights
     from its template and scalers and calls the backbone functionally, is synchronized like
     any module: its template, scalers and remainder parameters are all registered parameters.
     Rank 0's parameters and buffers are broadcast at wrapping time.

@@ -20,15 +20,15 @@ from torch import Tensor, nn
 
 from backbones import BackboneAdapter, get_adapter
 
+from ..files import atomic_write
+from ..validation import check_finite
 from .factorized import FactorizedModel
-from .files import atomic_write
 from .layout import ModelLayout, build_layout
 from .template import TemplateConfig, WeightTemplate, template_shapes
-from .validation import check_finite
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "WeightTemplate", "load_template", "save_template", "write_model_card"]
 
-FORMAT = "tucker_init.template"
+FORMAT = "tucker_init.templates.template"
 FORMAT_VERSION = 1
 
 

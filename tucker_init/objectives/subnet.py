@@ -1,7 +1,7 @@
 """Real sub-network scaling (issue 12.2): every pre-training step also trains narrower and / or
 shallower models built from the template, so pre-training sees the models ``initialize`` builds.
 
-Prefix masks (:mod:`tucker_init.stochastic`) narrow only the templated weights; the residual
+Prefix masks (:mod:`tucker_init.objectives.stochastic`) narrow only the templated weights; the residual
 stream, norms, embeddings and head keep their full width. Here a sampled target size is a real
 model of that size: :func:`~tucker_init.resize.target_weights` maps the live
 :class:`~tucker_init.FactorizedModel` (core, scalers and remainder, every channel axis: whole
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .factorized import FactorizedModel
-from .resize.plan import ResizePlan, plan_resize
-from .resize.target_weights import target_weights
+from ..resize.plan import ResizePlan, plan_resize
+from ..resize.target_weights import target_weights
+from ..templates.factorized import FactorizedModel
 
 __all__ = ["SubnetOutput", "SubnetTraining", "choose_subnet_sizes"]
 

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from ...resize.axis_maps import AxisMap, map_width, width_map
+from ...validation import rank_tuple
 from ..kronecker import kronecker_reconstruct, kronecker_svd
 from ..layout import GroupLayout, ModelLayout
-from ..resize.axis_maps import AxisMap, map_width, width_map
-from ..validation import rank_tuple
 from .base import Scalers, Template, TemplateKind, orthonormal
 
 if TYPE_CHECKING:

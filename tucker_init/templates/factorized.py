@@ -17,10 +17,10 @@ from torch import Tensor, nn
 
 from backbones import BackboneAdapter, get_adapter
 
+from ..validation import check_choice, check_finite, check_int, check_materialized
 from .kinds import get_kind
 from .layout import ModelLayout, build_layout
 from .template import KRONECKER_SHARING, TemplateConfig, reconstruct_group
-from .validation import check_choice, check_finite, check_int, check_materialized
 
 __all__ = ["FactorizedModel", "TemplateConfig", "factorize"]
 
@@ -39,7 +39,7 @@ class FactorizedModel(nn.Module):
             Kronecker templates ``T (k, a, b)`` keyed ``"all"`` or by component.
         scalers: per group ``"g{i}"``: Tucker ``X (S*L, r1)``, ``U (d, r2)``, ``V (d, r3)``;
             Kronecker ``S (S*L, k, d/a, d/b)``.
-        layout: the groups and slices (:class:`~tucker_init.layout.ModelLayout`).
+        layout: the groups and slices (:class:`~tucker_init.templates.layout.ModelLayout`).
         config: the :class:`TemplateConfig`.
         scaler_hook: optional ``f(group_index, scalers) -> scalers`` applied before each
             reconstruction (width-wise stochastic scaling uses it during pre-training).

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor
 
+from ...resize.axis_maps import AxisMap
 from ..layout import GroupLayout, ModelLayout
-from ..resize.axis_maps import AxisMap
 
 if TYPE_CHECKING:
     from ..template import TemplateConfig

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from ...resize.axis_maps import AxisMap, map_width
+from ...validation import full_ranks, rank_tuple
 from ..layout import GroupLayout, ModelLayout
-from ..resize.axis_maps import AxisMap, map_width
 from ..tucker import hosvd, shared_core, tucker_reconstruct
-from ..validation import full_ranks, rank_tuple
 from .base import Scalers, Template, TemplateKind, orthonormal, rms_scale
 
 if TYPE_CHECKING:

@@ -1,8 +1,8 @@
 """Image folders streamed from disk: a ``torch.utils.data.DataLoader`` with worker processes and a
-seeded, resumable, rank-sharded batch sampler, behind the interface of :class:`~tucker_init.data.BatchLoader`.
+seeded, resumable, rank-sharded batch sampler, behind the interface of :class:`~tucker_init.training.data.BatchLoader`.
 
 Nothing is decoded up front: :class:`FolderDataset` holds only file paths and labels (listed by timm's
-folder reader, :func:`tucker_init.data.list_image_folder`), so memory stays flat as the folder grows.
+folder reader, :func:`tucker_init.training.data.list_image_folder`), so memory stays flat as the folder grows.
 :class:`StreamingLoader` decodes each image with PIL in a worker and runs a timm transform on it
 (``timm.data.create_transform``):
 
@@ -10,7 +10,7 @@ folder reader, :func:`tucker_init.data.list_image_folder`), so memory stays flat
 - ``"finetune"``: timm's training transform (``RandomResizedCrop(scale=(0.08, 1.0))``, flip, colour jitter 0.4);
 - ``"eval"``: resize the shorter side to ``image_size / crop_pct`` and center-crop ``image_size``.
 
-Order and sharding are exactly :class:`~tucker_init.data.BatchLoader`'s: the epoch order is a
+Order and sharding are exactly :class:`~tucker_init.training.data.BatchLoader`'s: the epoch order is a
 permutation seeded by ``(seed, epoch)``, global batch ``b`` is ``order[b*G:(b+1)*G]`` with
 ``G = batch_size * world_size`` and rank ``r`` takes positions ``r::world_size`` of it, so W ranks
 together see what one process with ``W * batch_size`` sees. Augmentation is reproducible per image:
@@ -21,7 +21,7 @@ around it when ``workers=0``, so training draws are not disturbed).
 
 Example::
 
-    from tucker_init.streaming import FolderDataset, StreamingLoader
+    from tucker_init.training.streaming import FolderDataset, StreamingLoader
 
     train = FolderDataset("/data/imagenet", "train")
     loader = StreamingLoader(train, 64, image_size=224, transform="mae", workers=8)
@@ -43,8 +43,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
+from ..validation import check_choice, check_int
 from .data import _mix, list_image_folder
-from .validation import check_choice, check_int
 
 __all__ = [
     "TRANSFORMS",
@@ -139,7 +139,7 @@ class FolderDataset:
             return im.convert(mode)
 
     def fingerprint(self) -> dict[str, Any]:
-        """Like :meth:`ImageDataset.fingerprint <tucker_init.data.ImageDataset.fingerprint>` (image
+        """Like :meth:`ImageDataset.fingerprint <tucker_init.training.data.ImageDataset.fingerprint>` (image
         count, sha256 of the labels) plus ``files_sha256`` of the file names relative to the folder:
         recorded by training jobs so that a resume on another folder is refused."""
         labels = self.labels.contiguous().numpy().tobytes()
@@ -268,7 +268,7 @@ class _Collate:
 class ResumableBatchSampler(Sampler[list[tuple[int, int]]]):
     """This rank's batches of ``(epoch, index)`` keys, starting at a settable position.
 
-    The order is :class:`~tucker_init.data.BatchLoader`'s (see the module docstring). An iteration
+    The order is :class:`~tucker_init.training.data.BatchLoader`'s (see the module docstring). An iteration
     yields the rest of the epoch set by :meth:`set_position`, or, with ``infinite=True``, continues
     through the following epochs forever.
     """
@@ -339,7 +339,7 @@ class ResumableBatchSampler(Sampler[list[tuple[int, int]]]):
 class StreamingLoader:
     """Seeded, resumable, rank-sharded batches of an image folder, decoded by DataLoader workers.
 
-    The same interface as :class:`~tucker_init.data.BatchLoader`: iterating gives one epoch (from the
+    The same interface as :class:`~tucker_init.training.data.BatchLoader`: iterating gives one epoch (from the
     current position) of ``(x, y)``, ``x`` float32 ``(B, channels, image_size, image_size)``, ``y`` int64
     ``(B,)``; :meth:`infinite` runs across epochs (without draining the workers at epoch ends);
     :meth:`state_dict` / :meth:`load_state_dict` save and restore ``{"epoch", "batch"}`` (batches handed

@@ -13,7 +13,7 @@ Sources (see :func:`list_datasets`):
   (no download needed), labelled by source photo.
 - ``image_folder``: any ``root/<class>/<image>`` directory (listed by timm's folder reader), decoded
   into memory with PIL here, or, with ``stream=True`` / through the pipeline, streamed from disk by
-  :mod:`tucker_init.streaming` (worker processes, resumable rank-sharded sampler).
+  :mod:`tucker_init.training.streaming` (worker processes, resumable rank-sharded sampler).
 
 Every dataset is an :class:`ImageDataset` with ``images`` uint8 ``(N, C, H, W)`` and ``labels`` int64
 ``(N,)``. :class:`BatchLoader` turns it into float batches, with augmentation done on whole batches.
@@ -158,7 +158,7 @@ def default_dataset() -> str:
 
 def streamed_datasets() -> list[str]:
     """Names of :func:`list_datasets` that can be read lazily from disk (``load_dataset(..., stream=True)``,
-    streamed by :class:`~tucker_init.streaming.StreamingLoader`); the pipeline streams these and keeps the
+    streamed by :class:`~tucker_init.training.streaming.StreamingLoader`); the pipeline streams these and keeps the
     others in memory."""
     return ["image_folder"]
 
@@ -185,13 +185,13 @@ def load_dataset(
             size), ``mode`` (``"RGB"`` default or ``"L"``), ``holdout`` (fraction for test when the folder
             has no ``train``/``test`` sub-folders, default 0.2).
             ``fashion_mnist``/``mnist``/``cifar10``/``cifar100``: ``download`` (default True).
-        stream: return a :class:`~tucker_init.streaming.FolderDataset` (file paths and labels only,
+        stream: return a :class:`~tucker_init.training.streaming.FolderDataset` (file paths and labels only,
             nothing decoded; kwargs: ``holdout``) instead of decoding every image into memory. Only for
             :func:`streamed_datasets`.
 
     Returns:
         An :class:`ImageDataset` with uint8 images ``(N, C, H, W)`` and int64 labels ``(N,)``; with
-        ``stream=True`` a :class:`~tucker_init.streaming.FolderDataset`.
+        ``stream=True`` a :class:`~tucker_init.training.streaming.FolderDataset`.
     """
     names = list_datasets()
     if not isinstance(name, str) or name not in names:

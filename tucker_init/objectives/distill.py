@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .factorized import FactorizedModel
-from .validation import check_choice
+from ..templates.factorized import FactorizedModel
+from ..validation import check_choice
 
 __all__ = ["DISTILL_TARGETS", "DistillOutput", "Distillation", "token_features"]
 

@@ -3,7 +3,7 @@ everything that depends on how a group's unified tensor ``T (S*L, d, d)`` is fac
 shared template and per-group scalers (rank checks, template keys, decomposition and random
 initialization, reconstruction, the tensors of its file format, resizing its scalers to another
 depth and width, whether width-wise scaling applies). The rest of the library asks the kind of a
-:class:`~tucker_init.factorized.TemplateConfig` (``get_kind(config.method)``) and never branches
+:class:`~tucker_init.templates.factorized.TemplateConfig` (``get_kind(config.method)``) and never branches
 on the name.
 
 A new kind is one class and :func:`register_kind`::

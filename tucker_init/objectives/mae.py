@@ -10,7 +10,7 @@ Two objectives share one interface, ``model(images, generator) -> MaskedOutput``
   the input are set to zero, the encoder runs ``forward_features`` on the whole image and a
   light decoder predicts each patch's pixels.
 
-Both take a dense timm model or a :class:`~tucker_init.factorized.FactorizedModel` wrapping
+Both take a dense timm model or a :class:`~tucker_init.templates.factorized.FactorizedModel` wrapping
 one. For a factorized encoder the encoder pass runs through ``fm.call`` so the templated
 weights are reconstructed once per step, and the same training loop serves a dense MAE
 baseline. :func:`masked_model_for` picks the objective by backbone family.
@@ -29,8 +29,8 @@ from torch import Tensor, nn
 
 from backbones import BackboneAdapter, get_adapter
 
-from .factorized import FactorizedModel
-from .validation import as_int
+from ..templates.factorized import FactorizedModel
+from ..validation import as_int
 
 __all__ = [
     "MaskedAutoencoder",
