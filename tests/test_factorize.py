@@ -226,3 +226,18 @@ def test_generic_adapter_on_a_custom_module():
     assert fm.layout.groups[0].shape == (12, 16, 16)
     x = torch.randn(4, 5, dtype=torch.float64)
     assert_close_rel(fm(x), net(x), OUTPUT_RTOL[torch.float64])
+
+
+def test_random_template_with_a_shared_core_gives_every_group_the_backbones_scale():
+    # ResNet stages double in width; a shared core scaled for the first alone left stage i at 2**-i.
+    from tucker_init.pipeline import ModelSpec
+
+    torch.manual_seed(0)
+    model = ModelSpec("resnetd", depth=2, width=16, patch_size=None).build()
+    fm = factorize(model, ranks=(4, 8, 8), init="random", seed=0)
+    dense = dict(model.named_parameters())
+    templated = fm.layout.templated_names()
+    ratios = {n: float(v.pow(2).mean().sqrt() / dense[n].pow(2).mean().sqrt()) for n, v in fm.reconstruct().items()}
+    ratios = {n: r for n, r in ratios.items() if n in templated}
+    assert len(ratios) > 8
+    assert all(0.5 < r < 2.0 for r in ratios.values()), ratios

@@ -85,16 +85,25 @@ class TuckerKind(TemplateKind):
         self, tensors: Sequence[Tensor], layout: ModelLayout, config: TemplateConfig, generator: torch.Generator
     ) -> tuple[Template, Scalers]:
         # Orthonormal scalers and a Gaussian core whose scale gives each group's weights the
-        # same RMS as the backbone's own initialization.
+        # same RMS as the backbone's own initialization. With orthonormal factors ||T|| = ||G||:
+        # a shared core has the first group's scale, so every other group's X carries the ratio
+        # of its own (a ResNet stage twice as wide would otherwise start at half timm's RMS),
+        # and each row of X (one slice) the ratio of its slice's RMS to the group's (a 1x1
+        # down-sampling kernel is initialized larger than the 3x3 kernels beside it).
         template: Template = {}
         scalers: Scalers = []
+        core_scale: dict[str, Tensor] = {}
         for i, (t, ranks) in enumerate(zip(tensors, config.ranks, strict=True)):
-            scalers.append(
-                {m: orthonormal(size, r, generator, t.dtype) for m, size, r in zip("XUV", t.shape, ranks, strict=True)}
-            )
+            shapes = zip("XUV", t.shape, ranks, strict=True)
+            factors = {m: orthonormal(size, r, generator, t.dtype) for m, size, r in shapes}
             key = "shared" if config.share else f"g{i}"
+            scale = rms_scale(t, ranks)
             if key not in template:
-                template[key] = torch.randn(ranks, generator=generator, dtype=t.dtype) * rms_scale(t, ranks)
+                template[key] = torch.randn(ranks, generator=generator, dtype=t.dtype) * scale
+                core_scale[key] = scale
+            slice_rms = t.pow(2).mean(dim=(1, 2)).sqrt() / t.pow(2).mean().sqrt()  # (S*L,)
+            factors["X"] = factors["X"] * slice_rms[:, None] * (scale / core_scale[key])
+            scalers.append(factors)
         return template, scalers
 
     def reconstruct(
