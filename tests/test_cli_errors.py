@@ -165,7 +165,7 @@ def test_options_that_would_be_ignored_are_refused(capsys, run, tmp_path):
             ["init", "--template", template, "--width-rule", "learn", "--out", "m.safetensors"],
             "--width-rule learn: needs --learn-steps > 0",
         ),
-        (["pretrain", "--model", "resnet", "--patch-size", "4", "--out", out], "--patch-size: applies to vit models"),
+        (["pretrain", "--model", "resnet", "--patch-size", "4", "--out", out], "--patch-size: applies to vit and swin models"),
         (
             ["pretrain", "--model", "resnet18", "--depth", "2", "--out", out],
             "--depth: depth/width apply to the families",

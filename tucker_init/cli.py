@@ -33,7 +33,8 @@ __all__ = ["build_parser", "main"]
 
 PROG = "tucker-init"
 # Sizes of the families when --depth / --width are not given (a plain timm name has its own).
-CLI_SIZES = {"vit": (6, 128), "resnet": (2, 32), "resnetd": (2, 32), "convnext": (2, 32)}
+CLI_SIZES = {"vit": (6, 128), "resnet": (2, 32), "resnetd": (2, 32), "convnext": (2, 32), "swin": (2, 64)}
+PATCHED = ("vit", "swin")  # families that take --patch-size
 MODEL_OPTIONS = ("model", "depth", "width", "num_classes", "img_size", "patch_size")
 
 
@@ -288,8 +289,8 @@ def _spec(args: argparse.Namespace):
     if family not in CLI_SIZES:
         _refuse(args, ("depth", "width"), f"depth/width apply to the families {list(CLI_SIZES)}, not to {family!r}")
         return ModelSpec(family, None, None, num_classes, img_size, args.patch_size)
-    if family != "vit":
-        _refuse(args, ("patch_size",), f"applies to vit models, not to {family!r}")
+    if family not in PATCHED:
+        _refuse(args, ("patch_size",), f"applies to {' and '.join(PATCHED)} models, not to {family!r}")
     depth, width = CLI_SIZES[family]
     depth = depth if args.depth is None else args.depth
     width = width if args.width is None else args.width
