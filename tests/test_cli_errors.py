@@ -165,7 +165,10 @@ def test_options_that_would_be_ignored_are_refused(capsys, run, tmp_path):
             ["init", "--template", template, "--width-rule", "learn", "--out", "m.safetensors"],
             "--width-rule learn: needs --learn-steps > 0",
         ),
-        (["pretrain", "--model", "resnet", "--patch-size", "4", "--out", out], "--patch-size: applies to vit and swin models"),
+        (
+            ["pretrain", "--model", "resnet", "--patch-size", "4", "--out", out],
+            "--patch-size: applies to vit and swin models",
+        ),
         (
             ["pretrain", "--model", "resnet18", "--depth", "2", "--out", out],
             "--depth: depth/width apply to the families",
@@ -184,7 +187,7 @@ def test_a_job_never_overwrites_another_jobs_files(capsys, run, tmp_path):
         line = one_line_error(capsys, ["init", *model, "--out", str(run / name)])
         assert "--out must be a .safetensors file path" in line
     line = one_line_error(capsys, ["init", *model, "--out", template])
-    assert "exists and is not a tucker_init model file (format 'tucker_init.templates.template')" in line
+    assert "exists and is not a tucker_init model file (format 'tucker_init.template')" in line
     (tmp_path / "d.safetensors").mkdir()
     assert "is a folder" in one_line_error(capsys, ["init", *model, "--out", str(tmp_path / "d.safetensors")])
     weights = ["--weights", str(run.parent / "model.safetensors"), *RUN]

@@ -50,7 +50,7 @@ def test_metadata_says_what_it_is(tmp_path, fm):
     path = save_template(tmp_path / "t.safetensors", fm)
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
-    assert meta["format"] == "tucker_init.templates.template" and meta["format_version"] == "1"
+    assert meta["format"] == "tucker_init.template" and meta["format_version"] == "1"
     assert json.loads(meta["config"])["method"] == "tucker"
     assert json.loads(meta["layout"])["family"] == "resnet"
     assert meta["library_version"]

@@ -28,7 +28,7 @@ from .template import TemplateConfig, WeightTemplate, template_shapes
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "WeightTemplate", "load_template", "save_template", "write_model_card"]
 
-FORMAT = "tucker_init.templates.template"
+FORMAT = "tucker_init.template"  # a file format name, not the module path: never change it
 FORMAT_VERSION = 1
 
 

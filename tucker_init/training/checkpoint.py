@@ -34,7 +34,7 @@ __all__ = [
     "save_checkpoint",
 ]
 
-FORMAT = "tucker_init.training.checkpoint"
+FORMAT = "tucker_init.checkpoint"  # a file format name, not the module path: never change it
 FORMAT_VERSION = 1
 LAST = "last.pt"  # file name of the latest checkpoint inside a run's out_dir
 _RESERVED = ("format", "format_version")
