@@ -96,16 +96,8 @@ def create_model(
     check_size("num_classes", num_classes)
     check_size("img_size", img_size, allow_none=True)
     check_size("patch_size", patch_size, allow_none=True)
-    if name == "vit":
-        return _create_vit(depth, width, num_classes, img_size, patch_size, in_chans, kwargs)
-    if name in ("resnet", "resnetd", "convnext"):
-        return _create_cnn(name, depth, width, num_classes, in_chans, kwargs)
-    if name == "swin":
-        config = swin_config(depth, width, img_size, patch_size)
-        # drop_path 0 as for the other families (timm's Swin default is 0.1); kwargs may set it.
-        return SwinTransformer(
-            num_classes=num_classes, in_chans=in_chans, **config, **({"drop_path_rate": 0.0} | kwargs)
-        )
+    if name in _BUILDERS:
+        return _BUILDERS[name](name, depth, width, num_classes, img_size, patch_size, in_chans, kwargs)
     if depth is not None or width is not None:
         raise ValueError(
             f"depth/width apply to the families {list(FAMILIES)}; for the timm model {name!r} leave them unset, "
@@ -115,6 +107,7 @@ def create_model(
 
 
 def _create_vit(
+    name: str,
     depth: int | None,
     width: int | None,
     num_classes: int,
@@ -182,9 +175,32 @@ def _stages(name: str, depth: int | None, width: int | None) -> tuple[tuple[int,
     return (max(1, depth // 2), depth, depth, depth), tuple(width * 2**i for i in range(4))
 
 
+def _create_swin(
+    name: str,
+    depth: int | None,
+    width: int | None,
+    num_classes: int,
+    img_size: int | None,
+    patch_size: int | None,
+    in_chans: int,
+    kwargs: dict[str, Any],
+) -> SwinTransformer:
+    config = swin_config(depth, width, img_size, patch_size)
+    # drop_path 0 as for the other families (timm's Swin default is 0.1); kwargs may set it.
+    return SwinTransformer(num_classes=num_classes, in_chans=in_chans, **config, **({"drop_path_rate": 0.0} | kwargs))
+
+
 def _create_cnn(
-    name: str, depth: int | None, width: int | None, num_classes: int, in_chans: int, kwargs: dict[str, Any]
+    name: str,
+    depth: int | None,
+    width: int | None,
+    num_classes: int,
+    img_size: int | None,
+    patch_size: int | None,
+    in_chans: int,
+    kwargs: dict[str, Any],
 ) -> nn.Module:
+    """ResNet / ResNet-D / ConvNeXt (image and patch size do not shape a CNN)."""
     depths, widths = _stages(name, depth, width)
     width = widths[0]
     if name == "resnetd":
@@ -196,6 +212,17 @@ def _create_cnn(
     if name in ("resnet", "resnetd"):
         return ResNet(BasicBlock, layers=depths, channels=widths, num_classes=num_classes, in_chans=in_chans, **kwargs)
     return ConvNeXt(depths=depths, dims=widths, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+# The families by name: each builder takes (name, depth, width, num_classes, img_size, patch_size,
+# in_chans, kwargs); FAMILIES lists them.
+_BUILDERS = {
+    "vit": _create_vit,
+    "resnet": _create_cnn,
+    "resnetd": _create_cnn,
+    "convnext": _create_cnn,
+    "swin": _create_swin,
+}
 
 
 def _create_timm(
