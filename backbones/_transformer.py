@@ -10,7 +10,16 @@ from typing import Any
 from timm.layers import resize_rel_pos_bias_table
 from torch import Tensor, nn
 
-__all__ = ["attention_head_dim", "check_heads_and_mlp", "mlp_hidden", "mlp_kind", "resize_bias_table"]
+from .base import BackboneAdapter, BlockSequence, sequence_of
+
+__all__ = [
+    "FlatTransformerAdapter",
+    "attention_head_dim",
+    "check_heads_and_mlp",
+    "mlp_hidden",
+    "mlp_kind",
+    "resize_bias_table",
+]
 
 
 def attention_head_dim(attn: nn.Module) -> int:
@@ -94,3 +103,16 @@ def resize_bias_table(table: Tensor, window: Sequence[int], positions: int) -> T
         # notices about its indexing; the values are right (a table linear in the offsets stays so).
         warnings.filterwarnings("ignore", category=UserWarning, module=r"timm\.layers\.interpolate")
         return resize_rel_pos_bias_table(table, tuple(window), (positions, table.shape[1]))
+
+
+class FlatTransformerAdapter(BackboneAdapter):
+    """What Eva and BEiT share: one ``blocks`` sequence of (B, N, C) tokens, widths in whole heads."""
+
+    features_layout = "NLC"
+
+    def block_sequences(self, model: nn.Module) -> list[BlockSequence]:
+        return [sequence_of(model, "blocks")]
+
+    def width_multiple(self, model: nn.Module) -> int:
+        # Width must keep whole heads: d' = heads' * head_dim.
+        return attention_head_dim(model.blocks[0].attn)

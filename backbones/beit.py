@@ -9,15 +9,21 @@ from typing import Any
 from timm.models.beit import Beit
 from torch import Tensor, nn
 
-from ._transformer import attention_head_dim, check_heads_and_mlp, mlp_hidden, mlp_kind, resize_bias_table
+from ._transformer import (
+    FlatTransformerAdapter,
+    attention_head_dim,
+    check_heads_and_mlp,
+    mlp_hidden,
+    mlp_kind,
+    resize_bias_table,
+)
 from .axes import AxisRole, heads_axis
-from .base import BackboneAdapter, BlockSequence, sequence_of
 from .vit import ViTAdapter
 
 _TABLE = re.compile(r"^(blocks\.\d+\.attn|rel_pos_bias)\.relative_position_bias_table$")
 
 
-class BeitAdapter(BackboneAdapter):
+class BeitAdapter(FlatTransformerAdapter):
     """One block sequence, ``model.blocks``, as for a ViT (d = D, S = 12 at mlp ratio 4).
 
     Templated: ``attn.qkv`` ``(3D, D)``, ``attn.proj``, ``mlp.fc1`` / ``mlp.fc2`` (or a SwiGLU's
@@ -34,17 +40,9 @@ class BeitAdapter(BackboneAdapter):
 
     family = "beit"
     description = "timm Beit (BEiT, BEiT v2)"
-    features_layout = "NLC"
 
     def matches(self, model: nn.Module) -> bool:
         return isinstance(model, Beit)
-
-    def block_sequences(self, model: nn.Module) -> list[BlockSequence]:
-        return [sequence_of(model, "blocks")]
-
-    def width_multiple(self, model: nn.Module) -> int:
-        # Width must keep whole heads: d' = heads' * head_dim.
-        return attention_head_dim(model.blocks[0].attn)
 
     def describe(self, model: nn.Module) -> dict[str, Any]:
         block = model.blocks[0]

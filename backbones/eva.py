@@ -8,13 +8,12 @@ from typing import Any
 from timm.models.eva import Eva
 from torch import Tensor, nn
 
-from ._transformer import attention_head_dim, check_heads_and_mlp, mlp_hidden, mlp_kind
+from ._transformer import FlatTransformerAdapter, attention_head_dim, check_heads_and_mlp, mlp_hidden, mlp_kind
 from .axes import AxisRole, depth_axis, heads_axis
-from .base import BackboneAdapter, BlockSequence, sequence_of
 from .vit import ViTAdapter
 
 
-class EvaAdapter(BackboneAdapter):
+class EvaAdapter(FlatTransformerAdapter):
     """One block sequence, ``model.blocks``, as for a ViT.
 
     Templated (every ``nn.Linear`` in a block): ``attn.qkv`` ``(3D, D)`` or the separate
@@ -36,17 +35,9 @@ class EvaAdapter(BackboneAdapter):
 
     family = "eva"
     description = "timm Eva (EVA, EVA-02, RoPE ViTs)"
-    features_layout = "NLC"
 
     def matches(self, model: nn.Module) -> bool:
         return isinstance(model, Eva)
-
-    def block_sequences(self, model: nn.Module) -> list[BlockSequence]:
-        return [sequence_of(model, "blocks")]
-
-    def width_multiple(self, model: nn.Module) -> int:
-        # Width must keep whole heads: d' = heads' * head_dim.
-        return attention_head_dim(model.blocks[0].attn)
 
     def describe(self, model: nn.Module) -> dict[str, Any]:
         block = model.blocks[0]
