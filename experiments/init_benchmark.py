@@ -393,6 +393,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (smoke: 0)")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument(
+        "--report-only", action="store_true", help="report the finished runs; train nothing (missing ones are left out)"
+    )
+    parser.add_argument("--families", nargs="+", choices=["vit", "resnet"], default=None, help="default both")
     parser.add_argument("--out", type=Path, default=None, help="default results/init_benchmark/PRESET")
     parser.add_argument("--publish", action="store_true", help="copy the CSV and figure into docs/")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -410,14 +414,21 @@ def main(argv: Sequence[str] | None = None) -> Summary:
     command = command_line("init_benchmark", sys.argv[1:] if argv is None else argv)
     rows: list[dict] = []
     source_rows: list[dict] = []
-    for family in preset.families:
+    for family in [f for f in preset.families if args.families is None or f.name in args.families]:
         sources: dict[str, dict] = {}
         for job in source_jobs(family):
+            if args.report_only and not (out / "sources" / family.name / job.name / "source.json").is_file():
+                break
             sources[job.name] = run_source(job, family, preset, out, sources)
+        if args.report_only and len(sources) < len(source_jobs(family)):
+            continue
         source_rows += sources.values()
         for target in family.targets:
             for method in args.methods:
                 for seed in preset.seeds:
+                    done = (out / "runs" / f"{_size(target)}-{method}-{seed}.json").is_file()
+                    if args.report_only and not done:
+                        continue
                     row = run_target(method, target, family, seed, preset, out, sources)
                     if row is not None:
                         rows.append({**row, "pretrain_cost": method_cost(method, family, sources)})
