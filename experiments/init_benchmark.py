@@ -251,7 +251,10 @@ def init_target(
     """The target initialized by ``method``, or ``None`` where the method cannot reach it."""
     torch.manual_seed(seed)
     model = target.build()
-    dense = lambda name: load_model(sources[name]["path"])[0]  # noqa: E731
+
+    def dense(name: str) -> torch.nn.Module:
+        return load_model(sources[name]["path"])[0]
+
     try:
         if method == "random":
             return get_initializer("random")(model, seed=seed)

@@ -138,3 +138,8 @@ def test_cli_distill_and_its_one_line_errors(tmp_path, teacher_file):
         assert bad.returncode != 0
         lines = bad.stderr.strip().splitlines()
         assert len(lines) == 1 and expected in lines[0], bad.stderr
+
+
+def test_a_teacher_of_the_wrong_type_is_named(tmp_path):
+    with pytest.raises(TypeError, match=r"teacher must be a model file, a timm model name or an nn\.Module, found int"):
+        pretrain(SMALL, "digits", tmp_path / "a", objective="distill", teacher=5, ranks=(2, 16, 16), steps=1)

@@ -95,3 +95,12 @@ def test_pretrain_with_subnets_resumes_exactly(tmp_path):
         pretrain(VIT, "digits", tmp_path / "x", subnet_sizes=[(2, 64)], steps=1)
     with pytest.raises(ValueError, match="dense=False"):
         pretrain(VIT, "digits", tmp_path / "y", scaling="subnet", dense=True, steps=1)
+
+
+def test_cli_subnet_sizes_are_checked_in_one_line(tmp_path, capsys):
+    from tucker_init.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--scaling", "subnet", "--subnet-sizes", "3y64", "--out", str(tmp_path / "x")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--subnet-sizes: expected DEPTHxWIDTH, e.g. 3x64, found '3y64'" in lines[0], lines

@@ -157,7 +157,7 @@ def load_dense(source: str | os.PathLike | nn.Module, argument: str = "teacher")
     import timm
 
     name = str(source)
-    if name not in timm.list_models(pretrained=True) and name not in timm.list_models():
+    if not timm.is_model(name):
         raise ValueError(f"{argument} {name!r} is neither a model file nor a timm model name")
     try:
         return timm.create_model(name, pretrained=True)
@@ -505,7 +505,7 @@ def pretrain(
     torch.manual_seed(seed)
     model = spec.build()
     start = None if init_from is None else _load_start(model, init_from)
-    encoder, scaler_hook = _encoder(model, dense, ranks, method, "hosvd" if start else init, scaling, seed)
+    encoder, step_hook = _encoder(model, dense, ranks, method, "hosvd" if start else init, scaling, seed)
     teacher_model = None if teacher is None else load_dense(teacher, "teacher")
     if teacher_model is not None:
 
@@ -524,7 +524,7 @@ def pretrain(
     sizes = None
     if scaling == "subnet":
         task, sizes = _with_subnets(task, encoder, spec, make_objective, subnet_sizes, sandwich, seed)
-        scaler_hook = task
+        step_hook = task
     elif subnet_sizes is not None or sandwich:
         raise ValueError(f"subnet_sizes / sandwich apply to scaling='subnet', found scaling={scaling!r}")
     train_loader = make_train_loader(
@@ -576,7 +576,7 @@ def pretrain(
         masked_image_loss,
         config,
         resume=resume,
-        before_step=scaler_hook.set_step if scaler_hook is not None else None,
+        before_step=step_hook.set_step if step_hook is not None else None,
         job=job,
         tensorboard=out / "tensorboard" if tensorboard else None,
     )

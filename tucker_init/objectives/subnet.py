@@ -83,6 +83,7 @@ class SubnetTraining(nn.Module):
         self._factorized = (factorized,)  # already inside `full`; a tuple keeps it from being registered twice
         self.objectives = nn.ModuleDict({name: make_objective(model) for name, model in models.items()})
         self._models = dict(models)
+        self._buffer_names = {name: {k for k, _ in m.named_buffers()} for name, m in models.items()}
         self._paths = {name: _path_of(self.objectives[name], m) for name, m in models.items()}
         # Planned once here (all checks); index tensors follow the device on first use.
         self._plans: dict[str, ResizePlan] = {
@@ -112,7 +113,7 @@ class SubnetTraining(nn.Module):
             self._plan_devices[name] = device
         plan = self._plans[name]
         weights = target_weights(self._factorized[0], self._models[name], plan=plan)
-        buffers = {k for k, _ in self._models[name].named_buffers()}
+        buffers = self._buffer_names[name]
         # Batch norm updates running statistics in place: never into the full model's buffers.
         return {k: v.detach().clone() if k in buffers else v for k, v in weights.items()}
 
