@@ -40,6 +40,9 @@ seed: ``target, method, recipe, seed, top1, pretrain_cost`` plus the top-1 curve
 (steps, FLOPs per step and cost of every source) and ``init_benchmark.png`` (mean ViT top-1
 against the cost of serving all five ViT sizes). ``--publish`` copies the CSV and the figure to
 ``docs/results/`` and ``docs/figures/``. Finished runs are kept, so an interrupted run resumes.
+``--finetune-steps N`` fine-tunes longer from the same sources (runs in ``runs_ftN/``, outputs
+``runs_ftN.csv``, ...); ``--targets`` and ``--methods`` pick a subset, e.g. to check whether the
+ranking holds once random init has (nearly) stopped improving.
 """
 
 from __future__ import annotations
@@ -281,10 +284,11 @@ def method_cost(method: str, family: Family, sources: dict[str, dict]) -> float:
 
 
 def run_target(
-    method: str, target: ModelSpec, family: Family, seed: int, preset: Preset, out: Path, sources: dict
+    method: str, target: ModelSpec, family: Family, seed: int, preset: Preset, runs: Path, sources: dict
 ) -> dict | None:
-    """Fine-tune one initialized target (cached); returns its CSV row, ``None`` if unreachable."""
-    path = out / "runs" / f"{_size(target)}-{method}-{seed}.json"
+    """Fine-tune one initialized target (cached in ``runs``); returns its CSV row, ``None`` if
+    unreachable."""
+    path = runs / f"{_size(target)}-{method}-{seed}.json"
     if path.is_file():
         row = json.loads(path.read_text())
         return row or None
@@ -400,6 +404,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--report-only", action="store_true", help="report the finished runs; train nothing (missing ones are left out)"
     )
     parser.add_argument("--families", nargs="+", choices=["vit", "resnet"], default=None, help="default both")
+    parser.add_argument("--targets", nargs="+", default=None, metavar="SIZE", help="e.g. vit-L3w64 (default: all)")
+    parser.add_argument(
+        "--finetune-steps",
+        type=int,
+        default=None,
+        help="fine-tune this long instead of the preset's (same sources; runs and outputs tagged _ftN)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="default results/init_benchmark/PRESET")
     parser.add_argument("--publish", action="store_true", help="copy the CSV and figure into docs/")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -412,7 +423,17 @@ def main(argv: Sequence[str] | None = None) -> Summary:
         torch.set_num_threads(args.threads)
     preset = PRESETS[args.preset]
     preset = replace(preset, seeds=tuple(args.seeds)) if args.seeds else preset
+    tag = ""
+    if args.finetune_steps is not None and args.finetune_steps != preset.finetune_steps:
+        if args.finetune_steps < 4:
+            raise SystemExit(f"--finetune-steps must be at least 4 (four evaluations), got {args.finetune_steps}")
+        preset, tag = replace(preset, finetune_steps=args.finetune_steps), f"_ft{args.finetune_steps}"
+    known = {_size(t) for f in preset.families for t in f.targets}
+    if args.targets and not set(args.targets) <= known:
+        unknown = ", ".join(sorted(set(args.targets) - known))
+        raise SystemExit(f"--targets: {unknown} not in the {args.preset} preset (it has {', '.join(sorted(known))})")
     out = args.out or ROOT / "results" / "init_benchmark" / args.preset
+    runs = out / f"runs{tag}"
     out.mkdir(parents=True, exist_ok=True)
     command = command_line("init_benchmark", sys.argv[1:] if argv is None else argv)
     rows: list[dict] = []
@@ -426,31 +447,31 @@ def main(argv: Sequence[str] | None = None) -> Summary:
         if args.report_only and len(sources) < len(source_jobs(family)):
             continue
         source_rows += sources.values()
-        for target in family.targets:
+        for target in [t for t in family.targets if args.targets is None or _size(t) in args.targets]:
             for method in args.methods:
                 for seed in preset.seeds:
-                    done = (out / "runs" / f"{_size(target)}-{method}-{seed}.json").is_file()
+                    done = (runs / f"{_size(target)}-{method}-{seed}.json").is_file()
                     if args.report_only and not done:
                         continue
-                    row = run_target(method, target, family, seed, preset, out, sources)
+                    row = run_target(method, target, family, seed, preset, runs, sources)
                     if row is not None:
                         rows.append({**row, "pretrain_cost": method_cost(method, family, sources)})
                         log(f"{row['target']} {method} seed {seed}: top1 {row['top1']:.2f}")
     summary = Summary(rows)
-    write_csv(rows, out / "runs.csv")
+    write_csv(rows, out / f"runs{tag}.csv")
     with (out / "sources.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(source_rows[0]))
         writer.writeheader()
         writer.writerows(source_rows)
-    plot(summary, rows, out / "init_benchmark.png")
+    plot(summary, rows, out / f"init_benchmark{tag}.png")
     targets = list(dict.fromkeys(r["target"] for r in rows))
     report = "\n".join([f"`{command}` (commit {git_revision()})", "", summary.table(targets), "", *summary.plateau()])
-    (out / "init_benchmark.md").write_text(report + "\n")
+    (out / f"init_benchmark{tag}.md").write_text(report + "\n")
     print(report)
     if args.publish:
-        shutil.copy(out / "runs.csv", ROOT / "docs" / "results" / "init_benchmark.csv")
+        shutil.copy(out / f"runs{tag}.csv", ROOT / "docs" / "results" / f"init_benchmark{tag}.csv")
         shutil.copy(out / "sources.csv", ROOT / "docs" / "results" / "init_benchmark_sources.csv")
-        shutil.copy(out / "init_benchmark.png", ROOT / "docs" / "figures" / "init_benchmark.png")
+        shutil.copy(out / f"init_benchmark{tag}.png", ROOT / "docs" / "figures" / f"init_benchmark{tag}.png")
     return summary
 
 

@@ -33,3 +33,23 @@ def test_smoke_benchmark_writes_rows_costs_and_figure(tmp_path):
     init_benchmark.main(["--preset", "smoke", "--out", str(tmp_path)])
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
     assert json.loads(next((tmp_path / "runs").glob("*.json")).read_text())
+    # A longer fine-tuning of a subset reuses the sources and keeps its runs apart.
+    init_benchmark.main(
+        [
+            "--preset",
+            "smoke",
+            "--out",
+            str(tmp_path),
+            "--finetune-steps",
+            "8",
+            "--targets",
+            "vit-L1w64",
+            "--methods",
+            "random",
+        ]
+    )
+    long_rows = list(csv.DictReader((tmp_path / "runs_ft8.csv").open()))
+    assert [(r["target"], r["method"], r["steps"]) for r in long_rows] == [("vit-L1w64", "random", "8")]
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items())
+    with pytest.raises(SystemExit, match="vit-L9w9 not in the smoke preset"):
+        init_benchmark.main(["--preset", "smoke", "--out", str(tmp_path), "--targets", "vit-L9w9"])
