@@ -62,6 +62,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from analysis import steps_to_reach
 from experiments.harness import command_line, git_revision, log, md_table
 from tucker_init import get_initializer, load_template
 from tucker_init.pipeline import ModelSpec, finetune_model, load_model, pretrain
@@ -300,7 +301,7 @@ def run_target(
             preset.data,
             steps=preset.finetune_steps,
             batch_size=preset.finetune_batch,
-            eval_every=max(1, preset.finetune_steps // 4),
+            eval_every=max(1, preset.finetune_steps // 8),
             image_size=target.img_size,
             seed=seed,
             train_subset=preset.finetune_subset,
@@ -317,6 +318,7 @@ def run_target(
             "top1": round(result.final_eval["top1"], 3),
             "top1_at_3_4": None if three_quarters is None else round(curve[three_quarters], 3),
             "steps": preset.finetune_steps,
+            "curve": sorted(curve.items()),
         }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(row))
@@ -357,6 +359,33 @@ class Summary:
                 verdict = "ok" if rise < 1 else ">= 1: too short"
                 out.append(f"{t}: random init {rise:+.2f} points over the last quarter ({verdict})")
         return out
+
+    def speedups(self) -> list[str]:
+        """Per target: how many times fewer fine-tuning steps each method needs to reach random
+        init's final top-1, read on the seed-mean curves (runs that recorded a curve only)."""
+        out = []
+        for t in sorted({r["target"] for r in self.rows}):
+            random_curve = self.mean_curve(t, "random")
+            if not random_curve:
+                continue
+            goal = random_curve[-1][1]
+            base = steps_to_reach(random_curve, goal)
+            parts = []
+            for method in METHODS[1:]:
+                curve = self.mean_curve(t, method)
+                if curve:
+                    steps = steps_to_reach(curve, goal)
+                    parts.append(f"{method} {base / steps:.1f}x" if steps else f"{method} never")
+            if parts:
+                out.append(f"{t}: steps to random init's final {goal:.1f} %, random / method: " + ", ".join(parts))
+        return out
+
+    def mean_curve(self, target: str, method: str) -> list[tuple[int, float]]:
+        curves = [
+            dict(r["curve"]) for r in self.rows if (r["target"], r["method"]) == (target, method) and r.get("curve")
+        ]
+        steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+        return [(s, statistics.mean(c[s] for c in curves)) for s in steps]
 
 
 def plot(summary: Summary, rows: list[dict], path: Path) -> None:
@@ -465,7 +494,8 @@ def main(argv: Sequence[str] | None = None) -> Summary:
         writer.writerows(source_rows)
     plot(summary, rows, out / f"init_benchmark{tag}.png")
     targets = list(dict.fromkeys(r["target"] for r in rows))
-    report = "\n".join([f"`{command}` (commit {git_revision()})", "", summary.table(targets), "", *summary.plateau()])
+    lines = [f"`{command}` (commit {git_revision()})", "", summary.table(targets), "", *summary.plateau()]
+    report = "\n".join([*lines, "", *summary.speedups()])
     (out / f"init_benchmark{tag}.md").write_text(report + "\n")
     print(report)
     if args.publish:

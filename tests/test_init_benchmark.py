@@ -28,6 +28,7 @@ def test_smoke_benchmark_writes_rows_costs_and_figure(tmp_path):
     assert costs["direct"] == pytest.approx(float(sources["direct_vit-L1w64"]["cost"]) + dense)
     assert (tmp_path / "init_benchmark.png").stat().st_size > 0
     assert summary.plateau()  # the fine-tuning check is reported per target
+    assert summary.speedups()  # and the steps each method saves over random init
     # A second run reuses every finished source and run.
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*.json")}
     init_benchmark.main(["--preset", "smoke", "--out", str(tmp_path)])
