@@ -9,6 +9,9 @@ source serves every target it can reach; methods:
 - ``random``: timm's init of the target (no pre-training).
 - ``weight_selection`` / ``linear_expansion``: from a dense model pre-trained with MAE (cost C).
 - ``kronecker`` / ``tucker_mae``: a Kronecker / Tucker template pre-trained with MAE (cost C).
+- ``tucker_mae_select`` / ``tucker_mae_first`` / ``tucker_mae_learned``: the same Tucker MAE
+  template initialized with depth ``select`` / ``first`` instead of ``interpolate``, or with its
+  scalers learned for 0.16 epoch of the target's labelled subset (``tucker_learned``).
 - ``tucker_subnet``: the Tucker template with real sub-network scaling (:mod:`tucker_init.objectives.subnet`:
   each step also trains half-depth and / or half-width models built from it, sandwich rule), MAE, C.
 - ``tucker_distill``: a dense MAE teacher (C/2), then a Tucker template (random start) trained
@@ -64,8 +67,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from analysis import steps_to_reach
 from experiments.harness import command_line, git_revision, log, md_table
-from tucker_init import get_initializer, load_template
-from tucker_init.pipeline import ModelSpec, finetune_model, load_model, pretrain
+from tucker_init import LearnConfig, get_initializer, load_template
+from tucker_init.pipeline import ModelSpec, finetune_model, load_model, make_loaders, pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = (
@@ -74,11 +77,21 @@ METHODS = (
     "linear_expansion",
     "kronecker",
     "tucker_mae",
+    "tucker_mae_select",
+    "tucker_mae_first",
+    "tucker_mae_learned",
     "tucker_subnet",
     "tucker_distill",
     "tucker_refine",
     "direct",
 )
+# The Tucker MAE template initialized with another rule (same source, same cost): the depth rules
+# and learned scalers (SWEET's 0.16 epoch of the target's labelled subset, depth and width learned).
+TUCKER_MAE_VARIANTS = {
+    "tucker_mae_select": {"depth": "select"},
+    "tucker_mae_first": {"depth": "first"},
+    "tucker_mae_learned": {"learn_epochs": 0.16},
+}
 CSV_COLUMNS = ("target", "method", "recipe", "seed", "top1", "pretrain_cost", "top1_at_3_4", "family", "steps")
 
 
@@ -250,7 +263,7 @@ def run_source(job: SourceJob, family: Family, preset: Preset, out: Path, done: 
 
 # -- run: targets ----------------------------------------------------------------------------------
 def init_target(
-    method: str, target: ModelSpec, family: Family, seed: int, sources: dict[str, dict]
+    method: str, target: ModelSpec, family: Family, seed: int, sources: dict[str, dict], preset: Preset
 ) -> torch.nn.Module | None:
     """The target initialized by ``method``, or ``None`` where the method cannot reach it."""
     torch.manual_seed(seed)
@@ -266,12 +279,33 @@ def init_target(
             return get_initializer(method)(model, dense("dense_mae"))
         if method == "direct":
             return get_initializer("pretrained")(model, dense(_direct(target, family)))
+        if method in TUCKER_MAE_VARIANTS:
+            return tucker_variant(model, method, load_template(sources["tucker_mae"]["path"]), target, seed, preset)
         template = load_template(sources[method]["path"])
         kind = "kronecker" if method == "kronecker" else "tucker"
         return get_initializer(kind)(model, template, seed=seed)
     except ValueError as err:  # e.g. Kronecker templates and ResNet width changes
         log(f"  {method} cannot initialize {_size(target)}: {err}")
         return None
+
+
+def tucker_variant(
+    model: torch.nn.Module, method: str, template: Any, target: ModelSpec, seed: int, preset: Preset
+) -> torch.nn.Module:
+    """``model`` from the Tucker MAE template by one of :data:`TUCKER_MAE_VARIANTS`."""
+    options = dict(TUCKER_MAE_VARIANTS[method])
+    if "learn_epochs" not in options:
+        return get_initializer("tucker")(model, template, seed=seed, **options)
+    labelled, _ = make_loaders(
+        preset.data,
+        preset.finetune_batch,
+        image_size=target.img_size,
+        seed=seed,
+        train_subset=preset.finetune_subset,
+        test_subset=1,
+    )
+    learn = LearnConfig(data=labelled, epochs=options["learn_epochs"], progress=False)
+    return get_initializer("tucker_learned")(model, template, learn=learn, seed=seed)
 
 
 def method_cost(method: str, family: Family, sources: dict[str, dict]) -> float:
@@ -281,6 +315,7 @@ def method_cost(method: str, family: Family, sources: dict[str, dict]) -> float:
     if method == "direct":
         return float(sum(sources[_direct(t, family)]["cost"] for t in family.targets))
     name = "dense_mae" if method in ("weight_selection", "linear_expansion") else method
+    name = "tucker_mae" if method in TUCKER_MAE_VARIANTS else name
     return float(sources[name]["cost"])
 
 
@@ -293,7 +328,7 @@ def run_target(
     if path.is_file():
         row = json.loads(path.read_text())
         return row or None
-    model = init_target(method, target, family, seed, sources)
+    model = init_target(method, target, family, seed, sources, preset)
     row: dict[str, Any] = {}
     if model is not None:
         result = finetune_model(
