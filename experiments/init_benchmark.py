@@ -377,12 +377,13 @@ class Summary:
             self.cells[key] = (statistics.mean(values), std, len(values))
 
     def table(self, targets: Sequence[str]) -> str:
-        """Mean ± std of top-1 per target (rows) and method (columns); n/a where unreachable."""
+        """Mean ± std of top-1 per target (rows) and method run (columns); n/a where unreachable."""
+        methods = [m for m in METHODS if any(r["method"] == m for r in self.rows)]
         rows = []
         for t in targets:
-            cells = [self.cells.get((t, m)) for m in METHODS]
+            cells = [self.cells.get((t, m)) for m in methods]
             rows.append([t, *(f"{c[0]:.1f} ± {c[1]:.1f}" if c else "n/a" for c in cells)])
-        return "\n".join(md_table(["target", *METHODS], rows))
+        return "\n".join(md_table(["target", *methods], rows))
 
     def plateau(self) -> list[str]:
         """Random init's rise over the last quarter of fine-tuning, per target (mean of seeds)."""
@@ -481,10 +482,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> Summary:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def resolve_preset(args: argparse.Namespace) -> tuple[Preset, str]:
+    """The preset with the command line's seeds and fine-tuning length, and the tag of its runs
+    (``""``, or ``_ftN`` for a fine-tuning length other than the preset's)."""
     preset = PRESETS[args.preset]
     preset = replace(preset, seeds=tuple(args.seeds)) if args.seeds else preset
     tag = ""
@@ -496,6 +496,37 @@ def main(argv: Sequence[str] | None = None) -> Summary:
     if args.targets and not set(args.targets) <= known:
         unknown = ", ".join(sorted(set(args.targets) - known))
         raise SystemExit(f"--targets: {unknown} not in the {args.preset} preset (it has {', '.join(sorted(known))})")
+    return preset, tag
+
+
+def run_family(
+    family: Family, args: argparse.Namespace, preset: Preset, out: Path, runs: Path
+) -> tuple[list[dict], list[dict]]:
+    """Every source, then every (target, method, seed) run of one family: (run rows, source rows);
+    with ``--report-only`` only what is finished (nothing when a source is missing)."""
+    sources: dict[str, dict] = {}
+    for job in source_jobs(family):
+        if args.report_only and not (out / "sources" / family.name / job.name / "source.json").is_file():
+            return [], []
+        sources[job.name] = run_source(job, family, preset, out, sources)
+    rows = []
+    for target in [t for t in family.targets if args.targets is None or _size(t) in args.targets]:
+        for method in args.methods:
+            for seed in preset.seeds:
+                if args.report_only and not (runs / f"{_size(target)}-{method}-{seed}.json").is_file():
+                    continue
+                row = run_target(method, target, family, seed, preset, runs, sources)
+                if row is not None:
+                    rows.append({**row, "pretrain_cost": method_cost(method, family, sources)})
+                    log(f"{row['target']} {method} seed {seed}: top1 {row['top1']:.2f}")
+    return rows, list(sources.values())
+
+
+def main(argv: Sequence[str] | None = None) -> Summary:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    preset, tag = resolve_preset(args)
     out = args.out or ROOT / "results" / "init_benchmark" / args.preset
     runs = out / f"runs{tag}"
     out.mkdir(parents=True, exist_ok=True)
@@ -503,24 +534,9 @@ def main(argv: Sequence[str] | None = None) -> Summary:
     rows: list[dict] = []
     source_rows: list[dict] = []
     for family in [f for f in preset.families if args.families is None or f.name in args.families]:
-        sources: dict[str, dict] = {}
-        for job in source_jobs(family):
-            if args.report_only and not (out / "sources" / family.name / job.name / "source.json").is_file():
-                break
-            sources[job.name] = run_source(job, family, preset, out, sources)
-        if args.report_only and len(sources) < len(source_jobs(family)):
-            continue
-        source_rows += sources.values()
-        for target in [t for t in family.targets if args.targets is None or _size(t) in args.targets]:
-            for method in args.methods:
-                for seed in preset.seeds:
-                    done = (runs / f"{_size(target)}-{method}-{seed}.json").is_file()
-                    if args.report_only and not done:
-                        continue
-                    row = run_target(method, target, family, seed, preset, runs, sources)
-                    if row is not None:
-                        rows.append({**row, "pretrain_cost": method_cost(method, family, sources)})
-                        log(f"{row['target']} {method} seed {seed}: top1 {row['top1']:.2f}")
+        family_rows, family_sources = run_family(family, args, preset, out, runs)
+        rows += family_rows
+        source_rows += family_sources
     summary = Summary(rows)
     write_csv(rows, out / f"runs{tag}.csv")
     with (out / "sources.csv").open("w", newline="") as f:
