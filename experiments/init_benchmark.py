@@ -195,6 +195,27 @@ def source_jobs(family: Family) -> list[SourceJob]:
     return jobs + [SourceJob(f"direct_{_size(t)}", "dense", spec=t) for t in family.targets if t != family.source]
 
 
+def needed_jobs(family: Family, methods: Sequence[str]) -> list[SourceJob]:
+    """The source jobs ``methods`` need, teachers included, in running order: the dense MAE
+    source always (it sets the cost C), direct pre-training of every target (its cost is that of
+    serving them all)."""
+    names = {"dense_mae"}
+    for method in methods:
+        if method == "direct":
+            names |= {_direct(t, family) for t in family.targets}
+        elif method in TUCKER_MAE_VARIANTS:
+            names.add("tucker_mae")
+        elif method in ("weight_selection", "linear_expansion"):
+            names.add("dense_mae")
+        elif method != "random":
+            names.add(method)
+    jobs = source_jobs(family)
+    for job in reversed(jobs):  # teachers come before their students: one pass in reverse closes the set
+        if job.name in names:
+            names |= {n for n in (job.teacher, job.init_from) if n}
+    return [job for job in jobs if job.name in names]
+
+
 def _size(spec: ModelSpec) -> str:
     return f"{spec.family}-L{spec.depth}w{spec.width}"
 
@@ -469,6 +490,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--report-only", action="store_true", help="report the finished runs; train nothing (missing ones are left out)"
     )
     parser.add_argument("--families", nargs="+", choices=["vit", "resnet"], default=None, help="default both")
+    parser.add_argument(
+        "--source-steps",
+        type=int,
+        default=None,
+        help="pre-train the dense MAE source this long (every source gets its FLOPs; default out PRESET_srcN)",
+    )
     parser.add_argument("--targets", nargs="+", default=None, metavar="SIZE", help="e.g. vit-L3w64 (default: all)")
     parser.add_argument(
         "--finetune-steps",
@@ -492,6 +519,10 @@ def resolve_preset(args: argparse.Namespace) -> tuple[Preset, str]:
         if args.finetune_steps < 4:
             raise SystemExit(f"--finetune-steps must be at least 4 (four evaluations), got {args.finetune_steps}")
         preset, tag = replace(preset, finetune_steps=args.finetune_steps), f"_ft{args.finetune_steps}"
+    if args.source_steps is not None:
+        if args.source_steps < 1:
+            raise SystemExit(f"--source-steps must be a positive number of steps, got {args.source_steps}")
+        preset = replace(preset, source_steps=args.source_steps)
     known = {_size(t) for f in preset.families for t in f.targets}
     if args.targets and not set(args.targets) <= known:
         unknown = ", ".join(sorted(set(args.targets) - known))
@@ -504,13 +535,14 @@ def run_family(
 ) -> tuple[list[dict], list[dict]]:
     """Every source, then every (target, method, seed) run of one family: (run rows, source rows);
     with ``--report-only`` only what is finished (nothing when a source is missing)."""
+    targets = [t for t in family.targets if args.targets is None or _size(t) in args.targets]
     sources: dict[str, dict] = {}
-    for job in source_jobs(family):
+    for job in needed_jobs(family, args.methods):
         if args.report_only and not (out / "sources" / family.name / job.name / "source.json").is_file():
             return [], []
         sources[job.name] = run_source(job, family, preset, out, sources)
     rows = []
-    for target in [t for t in family.targets if args.targets is None or _size(t) in args.targets]:
+    for target in targets:
         for method in args.methods:
             for seed in preset.seeds:
                 if args.report_only and not (runs / f"{_size(target)}-{method}-{seed}.json").is_file():
@@ -527,7 +559,8 @@ def main(argv: Sequence[str] | None = None) -> Summary:
     if args.threads:
         torch.set_num_threads(args.threads)
     preset, tag = resolve_preset(args)
-    out = args.out or ROOT / "results" / "init_benchmark" / args.preset
+    name = args.preset if args.source_steps is None else f"{args.preset}_src{args.source_steps}"
+    out = args.out or ROOT / "results" / "init_benchmark" / name
     runs = out / f"runs{tag}"
     out.mkdir(parents=True, exist_ok=True)
     command = command_line("init_benchmark", sys.argv[1:] if argv is None else argv)

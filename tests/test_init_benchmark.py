@@ -54,3 +54,13 @@ def test_smoke_benchmark_writes_rows_costs_and_figure(tmp_path):
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
     with pytest.raises(SystemExit, match="vit-L9w9 not in the smoke preset"):
         init_benchmark.main(["--preset", "smoke", "--out", str(tmp_path), "--targets", "vit-L9w9"])
+
+
+def test_only_the_sources_the_methods_need_are_planned():
+    family = init_benchmark.PRESETS["quick"].families[0]
+    names = [job.name for job in init_benchmark.needed_jobs(family, ["random", "tucker_mae_select"])]
+    assert names == ["dense_mae", "tucker_mae"]
+    names = [job.name for job in init_benchmark.needed_jobs(family, ["tucker_refine"])]
+    assert names == ["dense_mae", "teacher_half", "tucker_refine"]
+    direct = [job.name for job in init_benchmark.needed_jobs(family, ["direct"])]
+    assert len(direct) == len(family.targets)  # dense_mae is the source-sized target's direct run
