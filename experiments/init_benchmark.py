@@ -582,10 +582,12 @@ def main(argv: Sequence[str] | None = None) -> Summary:
     report = "\n".join([*lines, "", *summary.speedups()])
     (out / f"init_benchmark{tag}.md").write_text(report + "\n")
     print(report)
-    if args.publish:
-        shutil.copy(out / f"runs{tag}.csv", ROOT / "docs" / "results" / f"init_benchmark{tag}.csv")
-        shutil.copy(out / "sources.csv", ROOT / "docs" / "results" / "init_benchmark_sources.csv")
-        shutil.copy(out / f"init_benchmark{tag}.png", ROOT / "docs" / "figures" / f"init_benchmark{tag}.png")
+    if args.publish:  # published names carry the source length and the fine-tuning tag
+        src = "" if args.source_steps is None else f"_src{args.source_steps}"
+        docs = ROOT / "docs"
+        shutil.copy(out / f"runs{tag}.csv", docs / "results" / f"init_benchmark{src}{tag}.csv")
+        shutil.copy(out / "sources.csv", docs / "results" / f"init_benchmark{src}_sources.csv")
+        shutil.copy(out / f"init_benchmark{tag}.png", docs / "figures" / f"init_benchmark{src}{tag}.png")
     return summary
 
 
