@@ -14,6 +14,8 @@ source serves every target it can reach; methods:
   scalers learned for 0.16 epoch of the target's labelled subset (``tucker_learned``).
 - ``tucker_subnet``: the Tucker template with real sub-network scaling (:mod:`tucker_init.objectives.subnet`:
   each step also trains half-depth and / or half-width models built from it, sandwich rule), MAE, C.
+- ``tucker_prefix``: the Tucker template with SWEET's width-wise stochastic scaling (prefix masks on
+  the width scalers each step), MAE, C.
 - ``tucker_distill``: a dense MAE teacher (C/2), then a Tucker template (random start) trained
   to match its token features (C/2), see :mod:`tucker_init.objectives.distill`.
 - ``tucker_refine``: compress, then refine: the same C/2 teacher, its HOSVD at the template's
@@ -81,6 +83,7 @@ METHODS = (
     "tucker_mae_first",
     "tucker_mae_learned",
     "tucker_subnet",
+    "tucker_prefix",
     "tucker_distill",
     "tucker_refine",
     "direct",
@@ -187,6 +190,7 @@ def source_jobs(family: Family) -> list[SourceJob]:
         SourceJob("kronecker", "kronecker"),
         SourceJob("tucker_mae", "tucker"),
         SourceJob("tucker_subnet", "tucker", scaling="subnet"),
+        SourceJob("tucker_prefix", "tucker", scaling="prefix"),
         SourceJob("teacher_half", "dense", share=0.5),
         SourceJob("tucker_distill", "tucker", "distill", 0.5, teacher="teacher_half"),
         SourceJob("tucker_refine", "tucker", "distill", 0.5, teacher="teacher_half", init_from="teacher_half"),

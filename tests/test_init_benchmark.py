@@ -22,7 +22,7 @@ def test_smoke_benchmark_writes_rows_costs_and_figure(tmp_path):
     # Equal cost: every template source within one step's FLOPs of the dense MAE source's.
     sources = {s["name"]: s for s in csv.DictReader((tmp_path / "sources.csv").open()) if s["family"] == "vit"}
     dense = float(sources["dense_mae"]["cost"])
-    for name in ("kronecker", "tucker_mae", "tucker_subnet", "tucker_distill", "tucker_refine"):
+    for name in ("kronecker", "tucker_mae", "tucker_subnet", "tucker_prefix", "tucker_distill", "tucker_refine"):
         assert abs(float(sources[name]["cost"]) - dense) <= float(sources[name]["flops_per_step"]), name
     # Direct pre-training pays for every target; the source-sized one is the dense MAE job itself.
     assert costs["direct"] == pytest.approx(float(sources["direct_vit-L1w64"]["cost"]) + dense)
