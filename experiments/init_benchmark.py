@@ -70,7 +70,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from analysis import steps_to_reach
 from experiments.harness import command_line, git_revision, log, md_table
 from tucker_init import LearnConfig, get_initializer, load_template
-from tucker_init.pipeline import ModelSpec, finetune_model, load_model, make_loaders, pretrain
+from tucker_init.pipeline import ModelSpec, finetune_model, load_model, make_train_loader, pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = (
@@ -199,6 +199,15 @@ def source_jobs(family: Family) -> list[SourceJob]:
     return jobs + [SourceJob(f"direct_{_size(t)}", "dense", spec=t) for t in family.targets if t != family.source]
 
 
+def source_of(method: str) -> str:
+    """The source job behind a method that starts from one shared source (not ``random`` or
+    ``direct``): the dense MAE model, the Tucker MAE template for its variants, else the method's
+    own job."""
+    if method in ("weight_selection", "linear_expansion"):
+        return "dense_mae"
+    return "tucker_mae" if method in TUCKER_MAE_VARIANTS else method
+
+
 def needed_jobs(family: Family, methods: Sequence[str]) -> list[SourceJob]:
     """The source jobs ``methods`` need, teachers included, in running order: the dense MAE
     source always (it sets the cost C), direct pre-training of every target (its cost is that of
@@ -207,12 +216,8 @@ def needed_jobs(family: Family, methods: Sequence[str]) -> list[SourceJob]:
     for method in methods:
         if method == "direct":
             names |= {_direct(t, family) for t in family.targets}
-        elif method in TUCKER_MAE_VARIANTS:
-            names.add("tucker_mae")
-        elif method in ("weight_selection", "linear_expansion"):
-            names.add("dense_mae")
         elif method != "random":
-            names.add(method)
+            names.add(source_of(method))
     jobs = source_jobs(family)
     for job in reversed(jobs):  # teachers come before their students: one pass in reverse closes the set
         if job.name in names:
@@ -301,12 +306,12 @@ def init_target(
         if method == "random":
             return get_initializer("random")(model, seed=seed)
         if method in ("weight_selection", "linear_expansion"):
-            return get_initializer(method)(model, dense("dense_mae"))
+            return get_initializer(method)(model, dense(source_of(method)))
         if method == "direct":
             return get_initializer("pretrained")(model, dense(_direct(target, family)))
+        template = load_template(sources[source_of(method)]["path"])
         if method in TUCKER_MAE_VARIANTS:
-            return tucker_variant(model, method, load_template(sources["tucker_mae"]["path"]), target, seed, preset)
-        template = load_template(sources[method]["path"])
+            return tucker_variant(model, method, template, target, seed, preset)
         kind = "kronecker" if method == "kronecker" else "tucker"
         return get_initializer(kind)(model, template, seed=seed)
     except ValueError as err:  # e.g. Kronecker templates and ResNet width changes
@@ -321,13 +326,13 @@ def tucker_variant(
     options = dict(TUCKER_MAE_VARIANTS[method])
     if "learn_epochs" not in options:
         return get_initializer("tucker")(model, template, seed=seed, **options)
-    labelled, _ = make_loaders(
+    labelled = make_train_loader(
         preset.data,
         preset.finetune_batch,
         image_size=target.img_size,
         seed=seed,
         train_subset=preset.finetune_subset,
-        test_subset=1,
+        transform="finetune",  # the fine-tuning's own training images and transform
     )
     learn = LearnConfig(data=labelled, epochs=options["learn_epochs"], progress=False)
     return get_initializer("tucker_learned")(model, template, learn=learn, seed=seed)
@@ -339,9 +344,7 @@ def method_cost(method: str, family: Family, sources: dict[str, dict]) -> float:
         return 0.0
     if method == "direct":
         return float(sum(sources[_direct(t, family)]["cost"] for t in family.targets))
-    name = "dense_mae" if method in ("weight_selection", "linear_expansion") else method
-    name = "tucker_mae" if method in TUCKER_MAE_VARIANTS else name
-    return float(sources[name]["cost"])
+    return float(sources[source_of(method)]["cost"])
 
 
 def run_target(
@@ -538,16 +541,18 @@ def run_family(
     family: Family, args: argparse.Namespace, preset: Preset, out: Path, runs: Path
 ) -> tuple[list[dict], list[dict]]:
     """Every source, then every (target, method, seed) run of one family: (run rows, source rows);
-    with ``--report-only`` only what is finished (nothing when a source is missing)."""
+    with ``--report-only`` only what is finished (a method whose source is missing has no runs)."""
     targets = [t for t in family.targets if args.targets is None or _size(t) in args.targets]
     sources: dict[str, dict] = {}
     for job in needed_jobs(family, args.methods):
         if args.report_only and not (out / "sources" / family.name / job.name / "source.json").is_file():
-            return [], []
+            continue
         sources[job.name] = run_source(job, family, preset, out, sources)
+    # Without --report-only every source exists; with it, a method whose sources are missing is left out.
+    methods = [m for m in args.methods if all(job.name in sources for job in needed_jobs(family, [m]))]
     rows = []
     for target in targets:
-        for method in args.methods:
+        for method in methods:
             for seed in preset.seeds:
                 if args.report_only and not (runs / f"{_size(target)}-{method}-{seed}.json").is_file():
                     continue
@@ -563,8 +568,8 @@ def main(argv: Sequence[str] | None = None) -> Summary:
     if args.threads:
         torch.set_num_threads(args.threads)
     preset, tag = resolve_preset(args)
-    name = args.preset if args.source_steps is None else f"{args.preset}_src{args.source_steps}"
-    out = args.out or ROOT / "results" / "init_benchmark" / name
+    src = "" if args.source_steps is None else f"_src{args.source_steps}"  # in the out dir and published names
+    out = args.out or ROOT / "results" / "init_benchmark" / f"{args.preset}{src}"
     runs = out / f"runs{tag}"
     out.mkdir(parents=True, exist_ok=True)
     command = command_line("init_benchmark", sys.argv[1:] if argv is None else argv)
@@ -574,6 +579,8 @@ def main(argv: Sequence[str] | None = None) -> Summary:
         family_rows, family_sources = run_family(family, args, preset, out, runs)
         rows += family_rows
         source_rows += family_sources
+    if not rows:
+        raise SystemExit(f"init_benchmark: no finished runs to report in {runs}")
     summary = Summary(rows)
     write_csv(rows, out / f"runs{tag}.csv")
     with (out / "sources.csv").open("w", newline="") as f:
@@ -586,8 +593,7 @@ def main(argv: Sequence[str] | None = None) -> Summary:
     report = "\n".join([*lines, "", *summary.speedups()])
     (out / f"init_benchmark{tag}.md").write_text(report + "\n")
     print(report)
-    if args.publish:  # published names carry the source length and the fine-tuning tag
-        src = "" if args.source_steps is None else f"_src{args.source_steps}"
+    if args.publish:
         docs = ROOT / "docs"
         shutil.copy(out / f"runs{tag}.csv", docs / "results" / f"init_benchmark{src}{tag}.csv")
         shutil.copy(out / "sources.csv", docs / "results" / f"init_benchmark{src}_sources.csv")

@@ -52,6 +52,14 @@ def test_smoke_benchmark_writes_rows_costs_and_figure(tmp_path):
     long_rows = list(csv.DictReader((tmp_path / "runs_ft8.csv").open()))
     assert [(r["target"], r["method"], r["steps"]) for r in long_rows] == [("vit-L1w64", "random", "8")]
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
+    # A report over a method whose source is missing still reports every other method.
+    prefix = tmp_path / "sources" / "vit" / "tucker_prefix" / "source.json"
+    prefix.rename(prefix.with_suffix(".moved"))
+    init_benchmark.main(["--preset", "smoke", "--out", str(tmp_path), "--report-only"])
+    reported = {r["method"] for r in csv.DictReader((tmp_path / "runs.csv").open()) if r["family"] == "vit"}
+    assert reported == set(init_benchmark.METHODS) - {"tucker_prefix"}
+    with pytest.raises(SystemExit, match="no finished runs to report"):
+        init_benchmark.main(["--preset", "smoke", "--out", str(tmp_path / "empty"), "--report-only"])
     with pytest.raises(SystemExit, match="vit-L9w9 not in the smoke preset"):
         init_benchmark.main(["--preset", "smoke", "--out", str(tmp_path), "--targets", "vit-L9w9"])
 
@@ -64,3 +72,15 @@ def test_only_the_sources_the_methods_need_are_planned():
     assert names == ["dense_mae", "teacher_half", "tucker_refine"]
     direct = [job.name for job in init_benchmark.needed_jobs(family, ["direct"])]
     assert len(direct) == len(family.targets)  # dense_mae is the source-sized target's direct run
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--finetune-steps", "2"], "--finetune-steps must be at least 4 .four evaluations., got 2"),
+        (["--source-steps", "0"], "--source-steps must be a positive number of steps, got 0"),
+    ],
+)
+def test_bad_budgets_are_refused_in_one_line(tmp_path, flags, message):
+    with pytest.raises(SystemExit, match=message):
+        init_benchmark.main(["--preset", "smoke", "--out", str(tmp_path), *flags])
