@@ -13,13 +13,20 @@ source serves every target it can reach; methods:
   template initialized with depth ``select`` / ``first`` instead of ``interpolate``, or with its
   scalers learned for 0.16 epoch of the target's labelled subset (``tucker_learned``).
 - ``tucker_subnet``: the Tucker template with real sub-network scaling (:mod:`tucker_init.objectives.subnet`:
-  each step also trains half-depth and / or half-width models built from it, sandwich rule), MAE, C.
+  each step also trains half-depth and / or half-width models built from it, sandwich rule), MAE, C;
+  targets initialized with depth ``select``, the rule its sub-networks are built with.
 - ``tucker_prefix``: the Tucker template with SWEET's width-wise stochastic scaling (prefix masks on
   the width scalers each step), MAE, C.
 - ``tucker_distill``: a dense MAE teacher (C/2), then a Tucker template (random start) trained
   to match its token features (C/2), see :mod:`tucker_init.objectives.distill`.
 - ``tucker_refine``: compress, then refine: the same C/2 teacher, its HOSVD at the template's
   ranks, refined by feature distillation from it (C/2).
+- ``tucker_compress_subnet``: weight selection's start, then its narrow models trained: a dense MAE
+  model (3C/4), its lossless (full-rank) HOSVD, refined with MAE and real sub-network scaling
+  (depth ``first``, weight selection's rule, sandwich) for C/4; targets initialized with depth
+  ``first``. Untrained (0 refine steps) it builds exactly weight selection's model at the source
+  width and that model's first channels below it. ViTs only (a ResNet has several weight groups, so
+  no one shared core holds it losslessly).
 - ``direct``: each target pre-trained itself with MAE for the dense source's steps (each target
   pays its own; serving all five ViTs pays the sum).
 
@@ -27,7 +34,8 @@ Cost is counted in training FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` 
 backward step of each source job (matrix products and convolutions; a factorized step includes
 its reconstruction, a distillation step the teacher's forward), times its steps. Jobs are given
 the steps that make their FLOPs equal to C (the dense MAE source's). Templates initialize
-targets with the library's rules (depth ``interpolate``, width ``slice``).
+targets with the library's rules (depth ``interpolate``, width ``slice``), except where their
+sub-networks were trained under another depth rule (:data:`INIT_RULES`).
 
 Every target is fine-tuned with the same budget (the ``small_finetune`` recipe, a labelled subset
 of the training images, seeds 0-2: the target's own init, the subset and the data order) and
@@ -86,6 +94,7 @@ METHODS = (
     "tucker_prefix",
     "tucker_distill",
     "tucker_refine",
+    "tucker_compress_subnet",
     "direct",
 )
 # The Tucker MAE template initialized with another rule (same source, same cost): the depth rules
@@ -95,6 +104,8 @@ TUCKER_MAE_VARIANTS = {
     "tucker_mae_first": {"depth": "first"},
     "tucker_mae_learned": {"learn_epochs": 0.16},
 }
+# Templates whose sub-networks were trained under a depth rule are initialized with that rule.
+INIT_RULES = {"tucker_subnet": {"depth": "select"}, "tucker_compress_subnet": {"depth": "first"}}
 CSV_COLUMNS = ("target", "method", "recipe", "seed", "top1", "pretrain_cost", "top1_at_3_4", "family", "steps")
 
 
@@ -108,6 +119,7 @@ class Family:
     targets: tuple[ModelSpec, ...]
     ranks: tuple[int, int, int]
     kron_ranks: tuple[int, int, int]
+    lossless: bool = True  # one shared core can hold the source losslessly (ranks="full"): one weight group
 
 
 @dataclass(frozen=True)
@@ -140,7 +152,8 @@ def _families(
     vit = Family("vit", _vit(*vit_source, img), vit_targets, (36, 64, 64), (64, 32, 32))
     img = max(img, 32)  # the masked CNN objective needs images of at least the total stride (32)
     resnet_source = _resnet(2, 32, img)
-    resnet = Family("resnet", resnet_source, tuple(_resnet(d, w, img) for d, w in resnet_sizes), (9, 32, 32), (8, 8, 8))
+    resnet_targets = tuple(_resnet(d, w, img) for d, w in resnet_sizes)
+    resnet = Family("resnet", resnet_source, resnet_targets, (9, 32, 32), (8, 8, 8), lossless=False)
     return (vit, resnet)
 
 
@@ -154,7 +167,7 @@ PRESETS = {
     "smoke": Preset(
         (
             Family("vit", _vit(2, 64, 16), (_vit(1, 64, 16), _vit(2, 64, 16)), (4, 16, 16), (4, 2, 2)),
-            Family("resnet", _resnet(1, 16, 32), (_resnet(1, 16, 32),), (2, 8, 8), (2, 2, 2)),
+            Family("resnet", _resnet(1, 16, 32), (_resnet(1, 16, 32),), (2, 8, 8), (2, 2, 2), False),
         ),
         4,
         16,
@@ -181,6 +194,8 @@ class SourceJob:
     init_from: str | None = None
     spec: ModelSpec | None = None  # None: the family's source size
     scaling: str = "off"
+    ranks: str | None = None  # None: the family's; "full": lossless
+    subnet_depth: str = "select"
 
 
 def source_jobs(family: Family) -> list[SourceJob]:
@@ -195,6 +210,19 @@ def source_jobs(family: Family) -> list[SourceJob]:
         SourceJob("tucker_distill", "tucker", "distill", 0.5, teacher="teacher_half"),
         SourceJob("tucker_refine", "tucker", "distill", 0.5, teacher="teacher_half", init_from="teacher_half"),
     ]
+    if family.lossless:  # weight selection's start, then its narrow sub-networks trained
+        jobs += [
+            SourceJob("dense_3q", "dense", share=0.75),
+            SourceJob(
+                "tucker_compress_subnet",
+                "tucker",
+                share=0.25,
+                init_from="dense_3q",
+                scaling="subnet",
+                ranks="full",
+                subnet_depth="first",
+            ),
+        ]
     # A target of the source's own size is pre-trained directly by the dense MAE job itself.
     return jobs + [SourceJob(f"direct_{_size(t)}", "dense", spec=t) for t in family.targets if t != family.source]
 
@@ -240,7 +268,7 @@ def pretrain_args(job: SourceJob, family: Family, preset: Preset, done: dict[str
     return {
         "spec": job.spec or family.source,
         "data": preset.data,
-        "ranks": family.ranks if job.kind == "tucker" else family.kron_ranks,
+        "ranks": job.ranks or (family.ranks if job.kind == "tucker" else family.kron_ranks),
         "method": "tucker" if job.kind == "dense" else job.kind,
         "dense": job.kind == "dense",
         "objective": job.objective,
@@ -248,6 +276,7 @@ def pretrain_args(job: SourceJob, family: Family, preset: Preset, done: dict[str
         "init_from": done[job.init_from]["path"] if job.init_from else None,
         "scaling": job.scaling,
         "sandwich": job.scaling == "subnet",
+        "subnet_depth": job.subnet_depth,
         "batch_size": preset.pretrain_batch,
         "seed": 0,
     }
@@ -284,7 +313,7 @@ def run_source(job: SourceJob, family: Family, preset: Preset, out: Path, done: 
         "steps": steps,
         "flops_per_step": flops,
         "own_cost": own_cost,
-        "cost": own_cost + (done[job.teacher]["cost"] if job.teacher else 0),
+        "cost": own_cost + sum(done[name]["cost"] for name in {job.teacher, job.init_from} if name),
         "final_loss": result.train.loss,
     }
     record_path.write_text(json.dumps(record))
@@ -313,7 +342,7 @@ def init_target(
         if method in TUCKER_MAE_VARIANTS:
             return tucker_variant(model, method, template, target, seed, preset)
         kind = "kronecker" if method == "kronecker" else "tucker"
-        return get_initializer(kind)(model, template, seed=seed)
+        return get_initializer(kind)(model, template, seed=seed, **INIT_RULES.get(method, {}))
     except ValueError as err:  # e.g. Kronecker templates and ResNet width changes
         log(f"  {method} cannot initialize {_size(target)}: {err}")
         return None
@@ -548,8 +577,10 @@ def run_family(
         if args.report_only and not (out / "sources" / family.name / job.name / "source.json").is_file():
             continue
         sources[job.name] = run_source(job, family, preset, out, sources)
-    # Without --report-only every source exists; with it, a method whose sources are missing is left out.
-    methods = [m for m in args.methods if all(job.name in sources for job in needed_jobs(family, [m]))]
+    # Without --report-only every source exists; with it, a method whose sources are missing is left
+    # out, as is a method the family has no source job for (e.g. a lossless template of a ResNet).
+    methods = [m for m in args.methods if m in ("random", "direct") or source_of(m) in sources]
+    methods = [m for m in methods if all(job.name in sources for job in needed_jobs(family, [m]))]
     rows = []
     for target in targets:
         for method in methods:

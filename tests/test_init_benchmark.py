@@ -22,7 +22,8 @@ def test_smoke_benchmark_writes_rows_costs_and_figure(tmp_path):
     # Equal cost: every template source within one step's FLOPs of the dense MAE source's.
     sources = {s["name"]: s for s in csv.DictReader((tmp_path / "sources.csv").open()) if s["family"] == "vit"}
     dense = float(sources["dense_mae"]["cost"])
-    for name in ("kronecker", "tucker_mae", "tucker_subnet", "tucker_prefix", "tucker_distill", "tucker_refine"):
+    templates = ("kronecker", "tucker_mae", "tucker_subnet", "tucker_prefix", "tucker_distill", "tucker_refine")
+    for name in (*templates, "tucker_compress_subnet"):
         assert abs(float(sources[name]["cost"]) - dense) <= float(sources[name]["flops_per_step"]), name
     # Direct pre-training pays for every target; the source-sized one is the dense MAE job itself.
     assert costs["direct"] == pytest.approx(float(sources["direct_vit-L1w64"]["cost"]) + dense)
@@ -70,6 +71,10 @@ def test_only_the_sources_the_methods_need_are_planned():
     assert names == ["dense_mae", "tucker_mae"]
     names = [job.name for job in init_benchmark.needed_jobs(family, ["tucker_refine"])]
     assert names == ["dense_mae", "teacher_half", "tucker_refine"]
+    names = [job.name for job in init_benchmark.needed_jobs(family, ["tucker_compress_subnet"])]
+    assert names == ["dense_mae", "dense_3q", "tucker_compress_subnet"]
+    resnet = init_benchmark.PRESETS["quick"].families[1]  # no lossless shared core: no such job
+    assert [job.name for job in init_benchmark.needed_jobs(resnet, ["tucker_compress_subnet"])] == ["dense_mae"]
     direct = [job.name for job in init_benchmark.needed_jobs(family, ["direct"])]
     assert len(direct) == len(family.targets)  # dense_mae is the source-sized target's direct run
 

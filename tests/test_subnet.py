@@ -46,11 +46,12 @@ def test_draws_are_reproducible_and_the_sandwich_keeps_the_smallest():
     assert len({d[1] for d in draws}) == 2  # both other sizes get drawn
 
 
-def test_subnet_weights_are_the_initialized_model_and_gradients_reach_the_template():
-    training = _training(VIT, [(2, 64)], (4, 32, 32))
+@pytest.mark.parametrize("depth", ["select", "first"])
+def test_subnet_weights_are_the_initialized_model_and_gradients_reach_the_template(depth):
+    training = _training(VIT, [(2, 64)], (4, 32, 32), depth=depth)
     fm = training._factorized[0]
     narrow = ModelSpec("vit", 2, 64).build()
-    initialize(narrow, fm, depth="select", width="slice")
+    initialize(narrow, fm, depth=depth, width="slice")
     weights = training._weights("L2w64", torch.device("cpu"))
     state = narrow.state_dict()
     assert all(torch.equal(weights[k].detach(), state[k]) for k in weights)
@@ -95,6 +96,10 @@ def test_pretrain_with_subnets_resumes_exactly(tmp_path):
         pretrain(VIT, "digits", tmp_path / "x", subnet_sizes=[(2, 64)], steps=1)
     with pytest.raises(ValueError, match="dense=False"):
         pretrain(VIT, "digits", tmp_path / "y", scaling="subnet", dense=True, steps=1)
+    with pytest.raises(ValueError, match="subnet_depth"):  # only with scaling='subnet'
+        pretrain(VIT, "digits", tmp_path / "z", subnet_depth="first", steps=1)
+    with pytest.raises(ValueError, match="subnet_depth must be one of"):
+        pretrain(VIT, "digits", tmp_path / "w", scaling="subnet", subnet_depth="learn", steps=1)
 
 
 def test_cli_subnet_sizes_are_checked_in_one_line(tmp_path, capsys):

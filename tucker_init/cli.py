@@ -179,6 +179,12 @@ def _add_pretrain(sub: Any) -> None:
         help="--scaling subnet: the smaller sizes (default half depth and / or half width)",
     )
     p.add_argument("--sandwich", action="store_true", help="--scaling subnet: smallest + one random size per step")
+    p.add_argument(
+        "--subnet-depth",
+        default="select",
+        choices=["select", "first", "interpolate"],
+        help="--scaling subnet: the depth rule of the shallower sizes (initialize targets with the same)",
+    )
     p.add_argument("--dense", action="store_true", help="pre-train a dense model instead (the MAE baseline)")
     p.add_argument("--mask-ratio", type=OPEN_UNIT, default=None, help="default: the recipe's (0.75)")
     g = p.add_argument_group("objective")
@@ -335,6 +341,7 @@ def _pretrain(args: argparse.Namespace) -> None:
         init_from=args.init_from,
         subnet_sizes=args.subnet_sizes,
         sandwich=args.sandwich,
+        subnet_depth=args.subnet_depth,
         steps=args.steps,
         batch_size=args.batch_size,
         recipe=args.recipe,

@@ -24,7 +24,7 @@ from .models import ModelSpec
 from .objectives.distill import DISTILL_TARGETS, Distillation
 from .objectives.mae import masked_model_for
 from .objectives.stochastic import WidthScaling
-from .objectives.subnet import SubnetTraining, choose_subnet_sizes
+from .objectives.subnet import SUBNET_DEPTH_RULES, SubnetTraining, choose_subnet_sizes
 from .resize.initialize import initialize
 from .resize.learn import LearnConfig
 from .resize.report import InitReport
@@ -395,13 +395,22 @@ def _encoder(
     return encoder, None
 
 
+@dataclass(frozen=True)
+class SubnetChoice:
+    """What ``scaling="subnet"`` trains beside the full model: sizes (None: the defaults), the
+    sandwich rule, the depth rule."""
+
+    sizes: Sequence[tuple[int, int]] | None
+    sandwich: bool
+    depth: str
+
+
 def _with_subnets(
     task: nn.Module,
     encoder: nn.Module,
     spec: ModelSpec,
     make_objective: Any,
-    sizes: Sequence[tuple[int, int]] | None,
-    sandwich: bool,
+    subnets: SubnetChoice,
     seed: int,
 ) -> tuple[SubnetTraining, list[list[int]]]:
     """``task`` plus the objectives of smaller models of ``spec`` built from the template."""
@@ -410,9 +419,11 @@ def _with_subnets(
     if spec.depth is None or spec.width is None:
         raise ValueError(f"scaling='subnet' needs a model family with depth and width, found {spec.family!r}")
     multiple = max(4, encoder.adapter.width_multiple(encoder.backbone))
-    chosen = choose_subnet_sizes(spec.depth, spec.width, multiple, sizes)
+    chosen = choose_subnet_sizes(spec.depth, spec.width, multiple, subnets.sizes)
     models = {f"L{d}w{w}": replace(spec, depth=d, width=w).build() for d, w in chosen}
-    training = SubnetTraining(task, encoder, models, make_objective, sandwich=sandwich, seed=seed)
+    training = SubnetTraining(
+        task, encoder, models, make_objective, sandwich=subnets.sandwich, seed=seed, depth=subnets.depth
+    )
     return training, [list(s) for s in chosen]
 
 
@@ -443,6 +454,7 @@ def pretrain(
     init_from: str | os.PathLike | nn.Module | None = None,
     subnet_sizes: Sequence[tuple[int, int]] | None = None,
     sandwich: bool = False,
+    subnet_depth: str = "select",
     steps: int = 1000,
     batch_size: int = 64,
     recipe: str | Recipe = "small_pretrain",
@@ -485,7 +497,8 @@ def pretrain(
     wider one, and no gain at a narrower one. ``"subnet"`` trains real smaller models built from the
     template beside the full one each step (:mod:`tucker_init.objectives.subnet`): ``subnet_sizes`` as
     ``[(depth, width), ...]`` (default half depth and / or half width), ``sandwich`` the smallest
-    plus one random size per step.
+    plus one random size per step, ``subnet_depth`` the depth rule that builds them (``"select"``,
+    ``"first"``, ``"interpolate"``; initialize targets with the same).
 
     The checkpoint records the job (spec, ranks, method, init, scaling, dense, mask ratio, data
     set, root and fingerprint); ``resume=True`` with any of them changed is refused, naming them.
@@ -493,6 +506,7 @@ def pretrain(
     check_choice("scaling", scaling, SCALING_MODES)
     check_choice("objective", objective, OBJECTIVES)
     check_choice("distill_target", distill_target, DISTILL_TARGETS)
+    check_choice("subnet_depth", subnet_depth, SUBNET_DEPTH_RULES)
     if (objective == "distill") != (teacher is not None):
         raise ValueError(
             f"objective={objective!r} {'needs a teacher' if teacher is None else 'takes no teacher'}: "
@@ -523,10 +537,11 @@ def pretrain(
     task = make_objective(encoder)
     sizes = None
     if scaling == "subnet":
-        task, sizes = _with_subnets(task, encoder, spec, make_objective, subnet_sizes, sandwich, seed)
+        subnets = SubnetChoice(subnet_sizes, sandwich, subnet_depth)
+        task, sizes = _with_subnets(task, encoder, spec, make_objective, subnets, seed)
         step_hook = task
-    elif subnet_sizes is not None or sandwich:
-        raise ValueError(f"subnet_sizes / sandwich apply to scaling='subnet', found scaling={scaling!r}")
+    elif subnet_sizes is not None or sandwich or subnet_depth != "select":
+        raise ValueError(f"subnet_sizes / sandwich / subnet_depth apply to scaling='subnet', found scaling={scaling!r}")
     train_loader = make_train_loader(
         data,
         batch_size,
@@ -555,6 +570,8 @@ def pretrain(
     )
     factorized = {"ranks": ranks, "method": method, "init": init, "scaling": scaling, "subnet_sizes": sizes}
     factorized["sandwich"] = sandwich if sizes else None
+    if sizes and subnet_depth != "select":  # recorded only when not the default: older checkpoints still resume
+        factorized["subnet_depth"] = subnet_depth
     job = {
         "kind": "pretrain",
         **asdict(spec),

@@ -5,7 +5,7 @@ Prefix masks (:mod:`tucker_init.objectives.stochastic`) narrow only the template
 stream, norms, embeddings and head keep their full width. Here a sampled target size is a real
 model of that size: :func:`~tucker_init.resize.target_weights` maps the live
 :class:`~tucker_init.FactorizedModel` (core, scalers and remainder, every channel axis: whole
-heads, embeddings, norms, head; depth by ``select``) to its tensors, differentiably, and the same
+heads, embeddings, norms, head; depth by ``select`` or ``first``) to its tensors, differentiably, and the same
 objective runs on it through ``torch.func.functional_call``. Its loss is added to the full
 model's, so gradients from every size reach the one template.
 
@@ -28,8 +28,12 @@ from torch import Tensor, nn
 from ..resize.plan import ResizePlan, plan_resize
 from ..resize.target_weights import target_weights
 from ..templates.factorized import FactorizedModel
+from ..validation import check_choice
 
-__all__ = ["SubnetOutput", "SubnetTraining", "choose_subnet_sizes"]
+__all__ = ["SUBNET_DEPTH_RULES", "SubnetOutput", "SubnetTraining", "choose_subnet_sizes"]
+
+# The depth rules a differentiable sub-network can be built with (``learn`` trains its own scalers).
+SUBNET_DEPTH_RULES = ("select", "first", "interpolate")
 
 
 @dataclass
@@ -61,6 +65,9 @@ class SubnetTraining(nn.Module):
         make_objective: builds the same objective around one of ``models``.
         sandwich: train the smallest size and one random other size per step (else one random).
         seed: seeds the draws.
+        depth: the depth rule that builds the shallower sizes (``"select"``: evenly spaced layers;
+            ``"first"``: the first layers, weight selection's rule; ``"interpolate"``); initialize
+            targets with the same rule, the one their sub-networks were trained under.
 
     Raises:
         ValueError: no sizes, or a size the template cannot build (see ``plan_resize``).
@@ -75,8 +82,10 @@ class SubnetTraining(nn.Module):
         *,
         sandwich: bool = False,
         seed: int = 0,
+        depth: str = "select",
     ) -> None:
         super().__init__()
+        check_choice("depth", depth, SUBNET_DEPTH_RULES)
         if not models:
             raise ValueError("models must name at least one smaller size, found none")
         self.full = full
@@ -87,13 +96,14 @@ class SubnetTraining(nn.Module):
         self._paths = {name: _path_of(self.objectives[name], m) for name, m in models.items()}
         # Planned once here (all checks); index tensors follow the device on first use.
         self._plans: dict[str, ResizePlan] = {
-            name: plan_resize(factorized, model, depth="select", width="slice") for name, model in models.items()
+            name: plan_resize(factorized, model, depth=depth, width="slice") for name, model in models.items()
         }
         self._plan_devices: dict[str, torch.device] = {}
         by_size = sorted(models, key=lambda n: sum(p.numel() for p in models[n].parameters()))
         self.sizes: tuple[str, ...] = tuple(by_size)
         self.sandwich = bool(sandwich)
         self.seed = int(seed)
+        self.depth = depth
         self.step = 0
 
     def set_step(self, step: int) -> None:
