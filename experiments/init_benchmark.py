@@ -21,6 +21,11 @@ source serves every target it can reach; methods:
   to match its token features (C/2), see :mod:`tucker_init.objectives.distill`.
 - ``tucker_refine``: compress, then refine: the same C/2 teacher, its HOSVD at the template's
   ranks, refined by feature distillation from it (C/2).
+- ``tucker_compress``: the dense MAE model (C) compressed losslessly (``factorize(ranks="full")``),
+  targets initialized with depth ``first``: the template a user with a dense model gets for free.
+  At the source's width it is weight selection's model exactly; narrower, it keeps the first
+  channels (weight selection: evenly spaced ones); wider, it appends fresh channels (weight
+  selection cannot). ViTs only, as below.
 - ``tucker_compress_subnet``: weight selection's start, then its narrow models trained: a dense MAE
   model (3C/4), its lossless (full-rank) HOSVD, refined with MAE and real sub-network scaling
   (depth ``first``, weight selection's rule, sandwich) for C/4; targets initialized with depth
@@ -77,7 +82,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from analysis import steps_to_reach
 from experiments.harness import command_line, git_revision, log, md_table
-from tucker_init import LearnConfig, get_initializer, load_template
+from tucker_init import LearnConfig, factorize, get_initializer, load_template
 from tucker_init.pipeline import ModelSpec, finetune_model, load_model, make_train_loader, pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,6 +99,7 @@ METHODS = (
     "tucker_prefix",
     "tucker_distill",
     "tucker_refine",
+    "tucker_compress",
     "tucker_compress_subnet",
     "direct",
 )
@@ -105,7 +111,11 @@ TUCKER_MAE_VARIANTS = {
     "tucker_mae_learned": {"learn_epochs": 0.16},
 }
 # Templates whose sub-networks were trained under a depth rule are initialized with that rule.
-INIT_RULES = {"tucker_subnet": {"depth": "select"}, "tucker_compress_subnet": {"depth": "first"}}
+INIT_RULES = {
+    "tucker_subnet": {"depth": "select"},
+    "tucker_compress": {"depth": "first"},
+    "tucker_compress_subnet": {"depth": "first"},
+}
 CSV_COLUMNS = ("target", "method", "recipe", "seed", "top1", "pretrain_cost", "top1_at_3_4", "family", "steps")
 
 
@@ -231,7 +241,7 @@ def source_of(method: str) -> str:
     """The source job behind a method that starts from one shared source (not ``random`` or
     ``direct``): the dense MAE model, the Tucker MAE template for its variants, else the method's
     own job."""
-    if method in ("weight_selection", "linear_expansion"):
+    if method in ("weight_selection", "linear_expansion", "tucker_compress"):
         return "dense_mae"
     return "tucker_mae" if method in TUCKER_MAE_VARIANTS else method
 
@@ -338,7 +348,7 @@ def init_target(
             return get_initializer(method)(model, dense(source_of(method)))
         if method == "direct":
             return get_initializer("pretrained")(model, dense(_direct(target, family)))
-        template = load_template(sources[source_of(method)]["path"])
+        template = _template(method, sources)
         if method in TUCKER_MAE_VARIANTS:
             return tucker_variant(model, method, template, target, seed, preset)
         kind = "kronecker" if method == "kronecker" else "tucker"
@@ -346,6 +356,13 @@ def init_target(
     except ValueError as err:  # e.g. Kronecker templates and ResNet width changes
         log(f"  {method} cannot initialize {_size(target)}: {err}")
         return None
+
+
+def _template(method: str, sources: dict[str, dict]) -> Any:
+    """The template behind ``method``: its source's file, or for ``tucker_compress`` the dense source
+    factorized losslessly (a ValueError where one shared core cannot hold it: several weight groups)."""
+    path = sources[source_of(method)]["path"]
+    return factorize(load_model(path)[0], ranks="full") if method == "tucker_compress" else load_template(path)
 
 
 def tucker_variant(

@@ -365,6 +365,10 @@ def test_depth_rule_first_keeps_the_first_layers():
         if name.startswith("blocks."):  # block i of the target is block i of the source
             assert_close_rel(value, own[name], msg=name)
     assert report["blocks.1.norm1.weight"] == "copied"
+    # At the source's width a lossless template with depth 'first' is weight selection, tensor for tensor.
+    selected = dict(get_initializer("weight_selection")(vit(2, 64, seed=4), source).named_parameters())
+    for name, value in target.named_parameters():
+        assert_close_rel(value, selected[name], msg=name)
     assert depth_map(4, 2, "first").lo.tolist() == [0, 1]
     with pytest.raises(ValueError, match=r"depth='first' keeps the first 6 of the template's 4 layers"):
         initialize(vit(6, 64), template, depth="first")
