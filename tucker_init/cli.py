@@ -148,6 +148,7 @@ def _engine(args: argparse.Namespace, *names: str) -> dict[str, Any]:
 
 
 def _add_pretrain(sub: Any) -> None:
+    from .resize.plan import PLAN_DEPTH_RULES
     from .templates.kinds import list_kinds
 
     p = sub.add_parser("pretrain", help="pre-train a weight template (masked image modeling or distillation)")
@@ -182,7 +183,7 @@ def _add_pretrain(sub: Any) -> None:
     p.add_argument(
         "--subnet-depth",
         default="select",
-        choices=["select", "first", "interpolate"],
+        choices=list(PLAN_DEPTH_RULES),
         help="--scaling subnet: the depth rule of the shallower sizes (initialize targets with the same)",
     )
     p.add_argument("--dense", action="store_true", help="pre-train a dense model instead (the MAE baseline)")

@@ -24,9 +24,10 @@ from .models import ModelSpec
 from .objectives.distill import DISTILL_TARGETS, Distillation
 from .objectives.mae import masked_model_for
 from .objectives.stochastic import WidthScaling
-from .objectives.subnet import SUBNET_DEPTH_RULES, SubnetTraining, choose_subnet_sizes
+from .objectives.subnet import SubnetTraining, choose_subnet_sizes
 from .resize.initialize import initialize
 from .resize.learn import LearnConfig
+from .resize.plan import PLAN_DEPTH_RULES
 from .resize.report import InitReport
 from .templates.factorized import FactorizedModel, factorize
 from .templates.io import read_safetensors, save_template, write_model_card, write_safetensors_atomic
@@ -506,7 +507,7 @@ def pretrain(
     check_choice("scaling", scaling, SCALING_MODES)
     check_choice("objective", objective, OBJECTIVES)
     check_choice("distill_target", distill_target, DISTILL_TARGETS)
-    check_choice("subnet_depth", subnet_depth, SUBNET_DEPTH_RULES)
+    check_choice("subnet_depth", subnet_depth, PLAN_DEPTH_RULES)
     if (objective == "distill") != (teacher is not None):
         raise ValueError(
             f"objective={objective!r} {'needs a teacher' if teacher is None else 'takes no teacher'}: "

@@ -25,15 +25,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..resize.plan import ResizePlan, plan_resize
+from ..resize.plan import PLAN_DEPTH_RULES, ResizePlan, plan_resize
 from ..resize.target_weights import target_weights
 from ..templates.factorized import FactorizedModel
 from ..validation import check_choice
 
-__all__ = ["SUBNET_DEPTH_RULES", "SubnetOutput", "SubnetTraining", "choose_subnet_sizes"]
-
-# The depth rules a differentiable sub-network can be built with (``learn`` trains its own scalers).
-SUBNET_DEPTH_RULES = ("select", "first", "interpolate")
+__all__ = ["SubnetOutput", "SubnetTraining", "choose_subnet_sizes"]
 
 
 @dataclass
@@ -85,7 +82,7 @@ class SubnetTraining(nn.Module):
         depth: str = "select",
     ) -> None:
         super().__init__()
-        check_choice("depth", depth, SUBNET_DEPTH_RULES)
+        check_choice("depth", depth, PLAN_DEPTH_RULES)
         if not models:
             raise ValueError("models must name at least one smaller size, found none")
         self.full = full
