@@ -109,3 +109,12 @@ def test_cli_subnet_sizes_are_checked_in_one_line(tmp_path, capsys):
         main(["pretrain", "--scaling", "subnet", "--subnet-sizes", "3y64", "--out", str(tmp_path / "x")])
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "--subnet-sizes: expected DEPTHxWIDTH, e.g. 3x64, found '3y64'" in lines[0], lines
+
+
+def test_cli_subnet_depth_is_checked_in_one_line(tmp_path, capsys):
+    from tucker_init.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--scaling", "subnet", "--subnet-depth", "learn", "--out", str(tmp_path / "x")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--subnet-depth: invalid choice: 'learn'" in lines[0], lines
