@@ -441,6 +441,7 @@ class Summary:
 
     rows: list[dict]
     cells: dict[tuple[str, str], tuple[float, float, int]] = field(default_factory=dict)
+    unreachable: set[tuple[str, str]] = field(default_factory=set)  # (target, method) the method cannot build
 
     def __post_init__(self) -> None:
         groups: dict[tuple[str, str], list[float]] = {}
@@ -451,12 +452,13 @@ class Summary:
             self.cells[key] = (statistics.mean(values), std, len(values))
 
     def table(self, targets: Sequence[str]) -> str:
-        """Mean ± std of top-1 per target (rows) and method run (columns); n/a where unreachable."""
+        """Mean ± std of top-1 per target (rows) and method run (columns); n/a where the method
+        cannot build the target, - where it was not run."""
         methods = [m for m in METHODS if any(r["method"] == m for r in self.rows)]
         rows = []
         for t in targets:
-            cells = [self.cells.get((t, m)) for m in methods]
-            rows.append([t, *(f"{c[0]:.1f} ± {c[1]:.1f}" if c else "n/a" for c in cells)])
+            cells = [self.cells.get((t, m)) or ("n/a" if (t, m) in self.unreachable else "-") for m in methods]
+            rows.append([t, *(c if isinstance(c, str) else f"{c[0]:.1f} ± {c[1]:.1f}" for c in cells)])
         return "\n".join(md_table(["target", *methods], rows))
 
     def plateau(self) -> list[str]:
@@ -585,9 +587,10 @@ def resolve_preset(args: argparse.Namespace) -> tuple[Preset, str]:
 
 def run_family(
     family: Family, args: argparse.Namespace, preset: Preset, out: Path, runs: Path
-) -> tuple[list[dict], list[dict]]:
-    """Every source, then every (target, method, seed) run of one family: (run rows, source rows);
-    with ``--report-only`` only what is finished (a method whose source is missing has no runs)."""
+) -> tuple[list[dict], list[dict], set[tuple[str, str]]]:
+    """Every source, then every (target, method, seed) run of one family: (run rows, source rows,
+    the (target, method) pairs the method cannot build); with ``--report-only`` only what is
+    finished (a method whose source is missing has no runs)."""
     targets = [t for t in family.targets if args.targets is None or _size(t) in args.targets]
     sources: dict[str, dict] = {}
     for job in needed_jobs(family, args.methods):
@@ -598,17 +601,19 @@ def run_family(
     # out, as is a method the family has no source job for (e.g. a lossless template of a ResNet).
     methods = [m for m in args.methods if m in ("random", "direct") or source_of(m) in sources]
     methods = [m for m in methods if all(job.name in sources for job in needed_jobs(family, [m]))]
-    rows = []
+    rows, unreachable = [], set()
     for target in targets:
         for method in methods:
             for seed in preset.seeds:
                 if args.report_only and not (runs / f"{_size(target)}-{method}-{seed}.json").is_file():
                     continue
                 row = run_target(method, target, family, seed, preset, runs, sources)
-                if row is not None:
+                if row is None:
+                    unreachable.add((_size(target), method))
+                else:
                     rows.append({**row, "pretrain_cost": method_cost(method, family, sources)})
                     log(f"{row['target']} {method} seed {seed}: top1 {row['top1']:.2f}")
-    return rows, list(sources.values())
+    return rows, list(sources.values()), unreachable
 
 
 def main(argv: Sequence[str] | None = None) -> Summary:
@@ -623,13 +628,15 @@ def main(argv: Sequence[str] | None = None) -> Summary:
     command = command_line("init_benchmark", sys.argv[1:] if argv is None else argv)
     rows: list[dict] = []
     source_rows: list[dict] = []
+    unreachable: set[tuple[str, str]] = set()
     for family in [f for f in preset.families if args.families is None or f.name in args.families]:
-        family_rows, family_sources = run_family(family, args, preset, out, runs)
+        family_rows, family_sources, family_unreachable = run_family(family, args, preset, out, runs)
         rows += family_rows
+        unreachable |= family_unreachable
         source_rows += family_sources
     if not rows:
         raise SystemExit(f"init_benchmark: no finished runs to report in {runs}")
-    summary = Summary(rows)
+    summary = Summary(rows, unreachable=unreachable)
     write_csv(rows, out / f"runs{tag}.csv")
     with (out / "sources.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(source_rows[0]))
