@@ -17,6 +17,7 @@ source serves every target it can reach; methods:
   targets initialized with depth ``select``, the rule its sub-networks are built with.
 - ``tucker_prefix``: the Tucker template with SWEET's width-wise stochastic scaling (prefix masks on
   the width scalers each step), MAE, C.
+- ``tucker_prefix_first``: the same template initialized with depth ``first``.
 - ``tucker_distill``: a dense MAE teacher (C/2), then a Tucker template (random start) trained
   to match its token features (C/2), see :mod:`tucker_init.objectives.distill`.
 - ``tucker_refine``: compress, then refine: the same C/2 teacher, its HOSVD at the template's
@@ -97,6 +98,7 @@ METHODS = (
     "tucker_mae_learned",
     "tucker_subnet",
     "tucker_prefix",
+    "tucker_prefix_first",
     "tucker_distill",
     "tucker_refine",
     "tucker_compress",
@@ -113,6 +115,7 @@ TUCKER_MAE_VARIANTS = {
 # Templates whose sub-networks were trained under a depth rule are initialized with that rule.
 INIT_RULES = {
     "tucker_subnet": {"depth": "select"},
+    "tucker_prefix_first": {"depth": "first"},
     "tucker_compress": {"depth": "first"},
     "tucker_compress_subnet": {"depth": "first"},
 }
@@ -243,6 +246,8 @@ def source_of(method: str) -> str:
     own job."""
     if method in ("weight_selection", "linear_expansion", "tucker_compress"):
         return "dense_mae"
+    if method == "tucker_prefix_first":  # the stochastic-scaling template with another depth rule
+        return "tucker_prefix"
     return "tucker_mae" if method in TUCKER_MAE_VARIANTS else method
 
 
