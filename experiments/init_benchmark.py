@@ -112,7 +112,8 @@ TUCKER_MAE_VARIANTS = {
     "tucker_mae_first": {"depth": "first"},
     "tucker_mae_learned": {"learn_epochs": 0.16},
 }
-# Templates whose sub-networks were trained under a depth rule are initialized with that rule.
+# Template methods that initialize with another depth rule than the library's default: the rule
+# their sub-networks were trained under, or weight selection's ``first``.
 INIT_RULES = {
     "tucker_subnet": {"depth": "select"},
     "tucker_prefix_first": {"depth": "first"},
@@ -180,7 +181,7 @@ PRESETS = {
     "smoke": Preset(
         (
             Family("vit", _vit(2, 64, 16), (_vit(1, 64, 16), _vit(2, 64, 16)), (4, 16, 16), (4, 2, 2)),
-            Family("resnet", _resnet(1, 16, 32), (_resnet(1, 16, 32),), (2, 8, 8), (2, 2, 2), False),
+            Family("resnet", _resnet(1, 16, 32), (_resnet(1, 16, 32),), (2, 8, 8), (2, 2, 2), lossless=False),
         ),
         4,
         16,
