@@ -41,7 +41,7 @@ backward step of each source job (matrix products and convolutions; a factorized
 its reconstruction, a distillation step the teacher's forward), times its steps. Jobs are given
 the steps that make their FLOPs equal to C (the dense MAE source's). Templates initialize
 targets with the library's rules (depth ``interpolate``, width ``slice``), except where their
-sub-networks were trained under another depth rule (:data:`INIT_RULES`).
+sub-networks were trained under another depth rule or a variant asks for another (:data:`INIT_OPTIONS`).
 
 Every target is fine-tuned with the same budget (the ``small_finetune`` recipe, a labelled subset
 of the training images, seeds 0-2: the target's own init, the subset and the data order) and
@@ -105,16 +105,23 @@ METHODS = (
     "tucker_compress_subnet",
     "direct",
 )
-# The Tucker MAE template initialized with another rule (same source, same cost): the depth rules
-# and learned scalers (SWEET's 0.16 epoch of the target's labelled subset, depth and width learned).
-TUCKER_MAE_VARIANTS = {
+# Methods that start from another method's source (same source, same cost).
+SHARED_SOURCE = {
+    "weight_selection": "dense_mae",
+    "linear_expansion": "dense_mae",
+    "tucker_compress": "dense_mae",
+    "tucker_mae_select": "tucker_mae",
+    "tucker_mae_first": "tucker_mae",
+    "tucker_mae_learned": "tucker_mae",
+    "tucker_prefix_first": "tucker_prefix",
+}
+# Template methods that initialize with other options than the library's defaults: another depth
+# rule (the one their sub-networks were trained under, or weight selection's ``first``), or
+# scalers learned for SWEET's 0.16 epoch of the target's labelled subset.
+INIT_OPTIONS = {
     "tucker_mae_select": {"depth": "select"},
     "tucker_mae_first": {"depth": "first"},
     "tucker_mae_learned": {"learn_epochs": 0.16},
-}
-# Template methods that initialize with another depth rule than the library's default: the rule
-# their sub-networks were trained under, or weight selection's ``first``.
-INIT_RULES = {
     "tucker_subnet": {"depth": "select"},
     "tucker_prefix_first": {"depth": "first"},
     "tucker_compress": {"depth": "first"},
@@ -243,13 +250,8 @@ def source_jobs(family: Family) -> list[SourceJob]:
 
 def source_of(method: str) -> str:
     """The source job behind a method that starts from one shared source (not ``random`` or
-    ``direct``): the dense MAE model, the Tucker MAE template for its variants, else the method's
-    own job."""
-    if method in ("weight_selection", "linear_expansion", "tucker_compress"):
-        return "dense_mae"
-    if method == "tucker_prefix_first":  # the stochastic-scaling template with another depth rule
-        return "tucker_prefix"
-    return "tucker_mae" if method in TUCKER_MAE_VARIANTS else method
+    ``direct``): another method's (:data:`SHARED_SOURCE`), else the method's own job."""
+    return SHARED_SOURCE.get(method, method)
 
 
 def needed_jobs(family: Family, methods: Sequence[str]) -> list[SourceJob]:
@@ -355,10 +357,11 @@ def init_target(
         if method == "direct":
             return get_initializer("pretrained")(model, dense(_direct(target, family)))
         template = _template(method, sources)
-        if method in TUCKER_MAE_VARIANTS:
-            return tucker_variant(model, method, template, target, seed, preset)
+        options = INIT_OPTIONS.get(method, {})
+        if "learn_epochs" in options:
+            return learned_scalers(model, template, options["learn_epochs"], target, seed, preset)
         kind = "kronecker" if method == "kronecker" else "tucker"
-        return get_initializer(kind)(model, template, seed=seed, **INIT_RULES.get(method, {}))
+        return get_initializer(kind)(model, template, seed=seed, **options)
     except ValueError as err:  # e.g. Kronecker templates and ResNet width changes
         log(f"  {method} cannot initialize {_size(target)}: {err}")
         return None
@@ -371,13 +374,10 @@ def _template(method: str, sources: dict[str, dict]) -> Any:
     return factorize(load_model(path)[0], ranks="full") if method == "tucker_compress" else load_template(path)
 
 
-def tucker_variant(
-    model: torch.nn.Module, method: str, template: Any, target: ModelSpec, seed: int, preset: Preset
+def learned_scalers(
+    model: torch.nn.Module, template: Any, epochs: float, target: ModelSpec, seed: int, preset: Preset
 ) -> torch.nn.Module:
-    """``model`` from the Tucker MAE template by one of :data:`TUCKER_MAE_VARIANTS`."""
-    options = dict(TUCKER_MAE_VARIANTS[method])
-    if "learn_epochs" not in options:
-        return get_initializer("tucker")(model, template, seed=seed, **options)
+    """``model`` from ``template`` with its scalers learned for ``epochs`` of the target's labelled subset."""
     labelled = make_train_loader(
         preset.data,
         preset.finetune_batch,
@@ -386,7 +386,7 @@ def tucker_variant(
         train_subset=preset.finetune_subset,
         transform="finetune",  # the fine-tuning's own training images and transform
     )
-    learn = LearnConfig(data=labelled, epochs=options["learn_epochs"], progress=False)
+    learn = LearnConfig(data=labelled, epochs=epochs, progress=False)
     return get_initializer("tucker_learned")(model, template, learn=learn, seed=seed)
 
 

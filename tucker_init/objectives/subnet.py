@@ -100,7 +100,6 @@ class SubnetTraining(nn.Module):
         self.sizes: tuple[str, ...] = tuple(by_size)
         self.sandwich = bool(sandwich)
         self.seed = int(seed)
-        self.depth = depth
         self.step = 0
 
     def set_step(self, step: int) -> None:
