@@ -42,6 +42,8 @@ its reconstruction, a distillation step the teacher's forward), times its steps.
 the steps that make their FLOPs equal to C (the dense MAE source's). Templates initialize
 targets with the library's rules (depth ``interpolate``, width ``slice``), except where their
 sub-networks were trained under another depth rule or a variant asks for another (:data:`INIT_OPTIONS`).
+Depth ``first`` cannot build a target deeper than the template (L12 from L6); there those methods use
+``interpolate``, as the README advises (:func:`init_options`).
 
 Every target is fine-tuned with the same budget (the ``small_finetune`` recipe, a labelled subset
 of the training images, seeds 0-2: the target's own init, the subset and the data order) and
@@ -368,7 +370,7 @@ def init_target(
         if method == "direct":
             return get_initializer("pretrained")(model, dense(_direct(target, family)))
         template = _template(method, sources)
-        options = INIT_OPTIONS.get(method, {})
+        options = init_options(method, target, family)
         if "learn_epochs" in options:
             return learned_scalers(model, template, options["learn_epochs"], target, seed, preset)
         kind = "kronecker" if method == "kronecker" else "tucker"
@@ -376,6 +378,16 @@ def init_target(
     except ValueError as err:  # e.g. Kronecker templates and ResNet width changes
         log(f"  {method} cannot initialize {_size(target)}: {err}")
         return None
+
+
+def init_options(method: str, target: ModelSpec, family: Family) -> dict[str, Any]:
+    """``method``'s initialize options for ``target`` (:data:`INIT_OPTIONS`); depth ``first``, which
+    cannot build a target deeper than the template, becomes ``interpolate`` there, as the README
+    advises for deeper targets."""
+    options = dict(INIT_OPTIONS.get(method, {}))
+    if options.get("depth") == "first" and target.depth > family.source.depth:
+        options["depth"] = "interpolate"
+    return options
 
 
 def _template(method: str, sources: dict[str, dict]) -> Any:

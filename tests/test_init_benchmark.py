@@ -89,3 +89,12 @@ def test_only_the_sources_the_methods_need_are_planned():
 def test_bad_budgets_are_refused_in_one_line(tmp_path, flags, message):
     with pytest.raises(SystemExit, match=message):
         init_benchmark.main(["--preset", "smoke", "--out", str(tmp_path), *flags])
+
+
+def test_depth_first_becomes_interpolate_only_for_targets_deeper_than_the_template():
+    family = init_benchmark.PRESETS["quick"].families[0]  # template L6 w128
+    by_size = {init_benchmark._size(t): t for t in family.targets}
+    assert init_benchmark.init_options("tucker_compress", by_size["vit-L3w64"], family) == {"depth": "first"}
+    assert init_benchmark.init_options("tucker_compress", by_size["vit-L12w192"], family) == {"depth": "interpolate"}
+    assert init_benchmark.init_options("tucker_subnet", by_size["vit-L12w192"], family) == {"depth": "select"}
+    assert init_benchmark.init_options("tucker_mae", by_size["vit-L12w192"], family) == {}
