@@ -490,6 +490,31 @@ class Summary:
             rows.append([t, *(c if isinstance(c, str) else f"{c[0]:.1f} ± {c[1]:.1f}" for c in cells)])
         return "\n".join(md_table(["target", *methods], rows))
 
+    def serving(self, family: str = "vit") -> dict[str, tuple[float, float, int, int]]:
+        """Per method run on ``family``: (pre-training cost of serving all its targets in FLOPs,
+        mean top-1 over the targets the method reaches, how many it reaches, how many were run)."""
+        targets = sorted({r["target"] for r in self.rows if r["family"] == family})
+        out = {}
+        for method in METHODS:
+            means = [self.cells[t, method][0] for t in targets if (t, method) in self.cells]
+            if means:
+                cost = next(r["pretrain_cost"] for r in self.rows if (r["method"], r["family"]) == (method, family))
+                out[method] = (cost, statistics.mean(means), len(means), len(targets))
+        return out
+
+    def serving_table(self, family: str = "vit") -> str:
+        """:meth:`serving` as a markdown table, the figure's numbers."""
+        rows = [
+            [m, f"{cost / 1e12:.2f}", f"{mean:.1f} ({n} of {total} sizes)"]
+            for m, (cost, mean, n, total) in self.serving(family).items()
+        ]
+        header = [
+            "method",
+            f"pre-training cost of serving the {family} sizes (TFLOP)",
+            "mean top-1 over the sizes it reaches",
+        ]
+        return "\n".join(md_table(header, rows))
+
     def plateau(self) -> list[str]:
         """Random init's rise over the last quarter of fine-tuning, per target (mean of seeds)."""
         out = []
@@ -529,26 +554,24 @@ class Summary:
         return [(s, statistics.mean(c[s] for c in curves)) for s in steps]
 
 
-def plot(summary: Summary, rows: list[dict], path: Path) -> None:
+def plot(summary: Summary, path: Path) -> None:
     """Mean ViT top-1 over the five sizes against the cost of serving all of them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    vit_targets = sorted({r["target"] for r in rows if r["family"] == "vit"})
+    serving = summary.serving("vit")
+    n_targets = max((total for *_, total in serving.values()), default=0)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for method in METHODS:
-        cells = [summary.cells.get((t, method)) for t in vit_targets]
-        if not cells or any(c is None for c in cells):
+    for method, (cost, mean, n, _) in serving.items():
+        if n < n_targets:  # a mean over fewer sizes is not comparable
             continue
-        cost = next(r["pretrain_cost"] for r in rows if r["method"] == method and r["family"] == "vit")
-        mean = statistics.mean(c[0] for c in cells)
         ax.scatter(max(cost, 1e9) / 1e12, mean, s=40)
         ax.annotate(method, (max(cost, 1e9) / 1e12, mean), textcoords="offset points", xytext=(5, 3), fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("pre-training cost of serving all ViT sizes (TFLOP; random init drawn at 0.001)")
-    ax.set_ylabel(f"mean fine-tuned top-1 over {len(vit_targets)} ViT sizes (%)")
+    ax.set_ylabel(f"mean fine-tuned top-1 over {n_targets} ViT sizes (%)")
     ax.set_title("Equal-cost initializers (3 seeds)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -671,9 +694,11 @@ def main(argv: Sequence[str] | None = None) -> Summary:
         writer = csv.DictWriter(f, fieldnames=list(source_rows[0]))
         writer.writeheader()
         writer.writerows(source_rows)
-    plot(summary, rows, out / f"init_benchmark{tag}.png")
+    plot(summary, out / f"init_benchmark{tag}.png")
     targets = list(dict.fromkeys(r["target"] for r in rows))
     lines = [f"`{command}` (commit {git_revision()})", "", summary.table(targets), "", *summary.plateau()]
+    if any(r["family"] == "vit" for r in rows):
+        lines += ["", summary.serving_table("vit")]
     report = "\n".join([*lines, "", *summary.speedups()])
     (out / f"init_benchmark{tag}.md").write_text(report + "\n")
     print(report)

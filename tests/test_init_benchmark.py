@@ -30,6 +30,12 @@ def test_smoke_benchmark_writes_rows_costs_and_figure(tmp_path):
     assert (tmp_path / "init_benchmark.png").stat().st_size > 0
     assert summary.plateau()  # the fine-tuning check is reported per target
     assert summary.speedups()  # and the steps each method saves over random init
+    serving = summary.serving("vit")  # the figure's numbers: cost of serving every ViT size, mean top-1
+    assert serving["random"][0] == 0 and serving["direct"][0] == costs["direct"]
+    assert serving["tucker_mae"][1] == pytest.approx(
+        sum(float(r["top1"]) for r in rows if r["method"] == "tucker_mae" and r["family"] == "vit") / 2
+    )
+    assert "mean top-1 over the sizes it reaches" in (tmp_path / "init_benchmark.md").read_text()
     # A second run reuses every finished source and run.
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*.json")}
     init_benchmark.main(["--preset", "smoke", "--out", str(tmp_path)])
