@@ -27,6 +27,9 @@ source serves every target it can reach; methods:
   At the source's width it is weight selection's model exactly; narrower, it keeps the first
   channels (weight selection: evenly spaced ones); wider, it appends fresh channels (weight
   selection cannot). ViTs only, as below.
+- ``tucker_compress_wide``: the same, but a target wider than the source gets width
+  ``interpolate`` (its extra channels blend trained neighbours) instead of ``slice`` (random rows);
+  at or below the source's width it is ``tucker_compress`` exactly.
 - ``tucker_compress_subnet``: weight selection's start, then its narrow models trained: a dense MAE
   model (3C/4), its lossless (full-rank) HOSVD, refined with MAE and real sub-network scaling
   (depth ``first``, weight selection's rule, sandwich) for C/4; targets initialized with depth
@@ -105,6 +108,7 @@ METHODS = (
     "tucker_distill",
     "tucker_refine",
     "tucker_compress",
+    "tucker_compress_wide",
     "tucker_compress_subnet",
     "direct",
 )
@@ -113,6 +117,7 @@ SHARED_SOURCE = {
     "weight_selection": "dense_mae",
     "linear_expansion": "dense_mae",
     "tucker_compress": "dense_mae",
+    "tucker_compress_wide": "dense_mae",
     "tucker_mae_select": "tucker_mae",
     "tucker_mae_first": "tucker_mae",
     "tucker_mae_learned": "tucker_mae",
@@ -128,8 +133,11 @@ INIT_OPTIONS = {
     "tucker_subnet": {"depth": "select"},
     "tucker_prefix_first": {"depth": "first"},
     "tucker_compress": {"depth": "first"},
+    "tucker_compress_wide": {"depth": "first", "wider_width": "interpolate"},
     "tucker_compress_subnet": {"depth": "first"},
 }
+# Methods whose template is the dense MAE source factorized losslessly at initialization time.
+COMPRESSED = ("tucker_compress", "tucker_compress_wide")
 CSV_COLUMNS = ("target", "method", "recipe", "seed", "top1", "pretrain_cost", "top1_at_3_4", "family", "steps")
 
 
@@ -383,10 +391,13 @@ def init_target(
 def init_options(method: str, target: ModelSpec, family: Family) -> dict[str, Any]:
     """``method``'s initialize options for ``target`` (:data:`INIT_OPTIONS`); depth ``first``, which
     cannot build a target deeper than the template, becomes ``interpolate`` there, as the README
-    advises for deeper targets."""
+    advises for deeper targets; ``wider_width`` is the width rule of a target wider than the template."""
     options = dict(INIT_OPTIONS.get(method, {}))
     if options.get("depth") == "first" and target.depth > family.source.depth:
         options["depth"] = "interpolate"
+    wider_width = options.pop("wider_width", None)  # the width rule for targets wider than the template
+    if wider_width and target.width > family.source.width:
+        options["width"] = wider_width
     return options
 
 
@@ -394,7 +405,7 @@ def _template(method: str, sources: dict[str, dict]) -> Any:
     """The template behind ``method``: its source's file, or for ``tucker_compress`` the dense source
     factorized losslessly (a ValueError where one shared core cannot hold it: several weight groups)."""
     path = sources[source_of(method)]["path"]
-    return factorize(load_model(path)[0], ranks="full") if method == "tucker_compress" else load_template(path)
+    return factorize(load_model(path)[0], ranks="full") if method in COMPRESSED else load_template(path)
 
 
 def learned_scalers(
@@ -482,12 +493,19 @@ class Summary:
 
     def table(self, targets: Sequence[str]) -> str:
         """Mean ± std of top-1 per target (rows) and method run (columns); n/a where the method
-        cannot build the target, - where it was not run."""
+        cannot build the target, - where it was not run; (n=K) where a cell has another number of
+        seeds than most."""
         methods = [m for m in METHODS if any(r["method"] == m for r in self.rows)]
+        usual_n = statistics.mode(n for *_, n in self.cells.values())  # a cell of another seed count says so
+
+        def text(cell: tuple[float, float, int]) -> str:
+            mean, std, n = cell
+            return f"{mean:.1f} ± {std:.1f}" + ("" if n == usual_n else f" (n={n})")
+
         rows = []
         for t in targets:
             cells = [self.cells.get((t, m)) or ("n/a" if (t, m) in self.unreachable else "-") for m in methods]
-            rows.append([t, *(c if isinstance(c, str) else f"{c[0]:.1f} ± {c[1]:.1f}" for c in cells)])
+            rows.append([t, *(c if isinstance(c, str) else text(c) for c in cells)])
         return "\n".join(md_table(["target", *methods], rows))
 
     def serving(self, family: str = "vit") -> dict[str, tuple[float, float, int, int]]:

@@ -104,3 +104,15 @@ def test_depth_first_becomes_interpolate_only_for_targets_deeper_than_the_templa
     assert init_benchmark.init_options("tucker_compress", by_size["vit-L12w192"], family) == {"depth": "interpolate"}
     assert init_benchmark.init_options("tucker_subnet", by_size["vit-L12w192"], family) == {"depth": "select"}
     assert init_benchmark.init_options("tucker_mae", by_size["vit-L12w192"], family) == {}
+    wide = {"depth": "interpolate", "width": "interpolate"}  # only a wider target gets the other width rule
+    assert init_benchmark.init_options("tucker_compress_wide", by_size["vit-L12w192"], family) == wide
+    assert init_benchmark.init_options("tucker_compress_wide", by_size["vit-L3w64"], family) == {"depth": "first"}
+
+
+def test_table_marks_a_cell_with_another_number_of_seeds():
+    rows = [{"target": "vit-L3w64", "method": "random", "top1": v, "family": "vit"} for v in (60.0, 62.0)]
+    rows += [{"target": "vit-L3w192", "method": "random", "top1": v, "family": "vit"} for v in (60.0, 62.0, 64.0, 66.0)]
+    rows += [{"target": "vit-L3w64", "method": "kronecker", "top1": v, "family": "vit"} for v in (61.0, 63.0)]
+    table = init_benchmark.Summary(rows, unreachable={("vit-L3w192", "kronecker")}).table(["vit-L3w64", "vit-L3w192"])
+    assert "| vit-L3w64 | 61.0 ± 1.4 | 62.0 ± 1.4 |" in table
+    assert "| vit-L3w192 | 63.0 ± 2.6 (n=4) | n/a |" in table
