@@ -356,6 +356,20 @@ def test_other_image_and_patch_size_resamples_embeddings(template):
             assert out.shape == (2, 10) and torch.isfinite(out).all()
 
 
+def test_lossless_template_widens_by_interpolating_every_channel_axis():
+    # width="interpolate" on a wider target: each weight is the source's, interpolated along each
+    # channel axis chunk by chunk (q / k / v, the MLP's four), W' = P W P^T: no random channels.
+    source = perturb(vit(2, 64), seed=5)
+    wide = initialize(vit(2, 128, seed=3), factorize(source, ranks="full"), depth="first", width="interpolate")
+    own, new = dict(source.named_parameters()), dict(wide.named_parameters())
+    grow = width_map(64, 128, "interpolate")
+    for name in ("blocks.1.attn.qkv.weight", "blocks.1.attn.proj.weight", "blocks.0.mlp.fc1.weight"):
+        w = own[name].detach()
+        expected = grow.tile(w.shape[0] // 64).apply(grow.tile(w.shape[1] // 64).apply(w, 1), 0)
+        assert_close_rel(new[name], expected, msg=name)
+    assert_close_rel(new["norm.weight"], grow.apply(own["norm.weight"].detach(), 0))
+
+
 def test_depth_rule_first_keeps_the_first_layers():
     source = vit(4, 64)
     template = factorize(source, ranks="full")
