@@ -402,7 +402,7 @@ def init_options(method: str, target: ModelSpec, family: Family) -> dict[str, An
 
 
 def _template(method: str, sources: dict[str, dict]) -> Any:
-    """The template behind ``method``: its source's file, or for ``tucker_compress`` the dense source
+    """The template behind ``method``: its source's file, or for :data:`COMPRESSED` the dense source
     factorized losslessly (a ValueError where one shared core cannot hold it: several weight groups)."""
     path = sources[source_of(method)]["path"]
     return factorize(load_model(path)[0], ranks="full") if method in COMPRESSED else load_template(path)
