@@ -136,8 +136,6 @@ INIT_OPTIONS = {
     "tucker_compress_wide": {"depth": "first", "wider_width": "interpolate"},
     "tucker_compress_subnet": {"depth": "first"},
 }
-# Methods whose template is the dense MAE source factorized losslessly at initialization time.
-COMPRESSED = ("tucker_compress", "tucker_compress_wide")
 CSV_COLUMNS = ("target", "method", "recipe", "seed", "top1", "pretrain_cost", "top1_at_3_4", "family", "steps")
 
 
@@ -377,7 +375,7 @@ def init_target(
             return get_initializer(method)(model, dense(source_of(method)))
         if method == "direct":
             return get_initializer("pretrained")(model, dense(_direct(target, family)))
-        template = _template(method, sources)
+        template = _template(method, family, sources)
         options = init_options(method, target, family)
         if "learn_epochs" in options:
             return learned_scalers(model, template, options["learn_epochs"], target, seed, preset)
@@ -401,11 +399,14 @@ def init_options(method: str, target: ModelSpec, family: Family) -> dict[str, An
     return options
 
 
-def _template(method: str, sources: dict[str, dict]) -> Any:
-    """The template behind ``method``: its source's file, or for :data:`COMPRESSED` the dense source
-    factorized losslessly (a ValueError where one shared core cannot hold it: several weight groups)."""
-    path = sources[source_of(method)]["path"]
-    return factorize(load_model(path)[0], ranks="full") if method in COMPRESSED else load_template(path)
+def _template(method: str, family: Family, sources: dict[str, dict]) -> Any:
+    """The template behind ``method``: its source's file, or where that source is a dense model
+    (``tucker_compress*``) the model factorized losslessly (a ValueError where one shared core
+    cannot hold it: several weight groups)."""
+    name = source_of(method)
+    path = sources[name]["path"]
+    dense = next(job.kind == "dense" for job in source_jobs(family) if job.name == name)
+    return factorize(load_model(path)[0], ranks="full") if dense else load_template(path)
 
 
 def learned_scalers(
