@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tucker_init import load_template
-from tucker_init.demo import DEMO_RESULTS
+from tucker_init.demo import DEMO_METHODS, DEMO_RESULTS
 
 from .heatmaps import plot_scalers
 from .report import plot_accuracy_vs_size, plot_accuracy_vs_steps, write_table
@@ -38,7 +38,9 @@ def plot_demo(out_dir: str | Path = "results/demo") -> list[Path]:
     results = json.loads(results_path.read_text())
     rows, provenance = results["rows"], results["provenance"]
     written = list(write_table(rows, out / "table", provenance))
-    size_rows = [{"method": m, "size": r["size"], "top1": r[f"{m}_top1"]} for r in rows for m in ("random", "template")]
+    size_rows = [
+        {"method": m, "size": r["size"], "top1": r[f"{m}_top1"]} for r in rows for m in DEMO_METHODS if f"{m}_top1" in r
+    ]
     curves = {name: [tuple(point) for point in curve] for name, curve in results["curves"].items()}
     template = load_template(out / results["template"])
     figures = {

@@ -37,12 +37,3 @@ def test_demo_plots_from_results(tmp_path, capsys):
     assert str(tmp_path / "scalers.png") in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match=r"demo.json not found: run `python -m tucker_init demo"):
         main(["--out", str(tmp_path / "nothing")])
-
-
-def test_the_demo_table_says_when_a_gap_is_noise():
-    from tucker_init.demo import NOISE_POINTS, verdict
-
-    assert verdict(NOISE_POINTS + 0.5, quick=False) == "template ahead"
-    assert verdict(-NOISE_POINTS - 0.5, quick=True) == "random init ahead"
-    assert "too short to tell" in verdict(0.9, quick=True)
-    assert "too short" not in verdict(0.9, quick=False)

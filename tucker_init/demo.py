@@ -1,8 +1,10 @@
-"""The README's demo: pre-train a small ViT template with masked image modeling, initialize
-three target sizes from it, fine-tune each next to a randomly initialized twin, print the
-table and write the results (``demo.json``: table rows, accuracy curves, provenance, the
-template's path). Every stage is skipped when its output exists, so an interrupted demo picks
-up where it stopped. The table files and figures are drawn from ``demo.json`` by
+"""The README's demo: pre-train a small ViT template with masked image modeling, and beside it a
+dense MAE model of the same size for the same steps; initialize three target sizes from each
+(the dense model through its lossless template, the path that measured best in the README's
+equal-cost benchmark), fine-tune every start next to a randomly initialized twin, print the table
+and write the results (``demo.json``: table rows, accuracy curves, provenance, the template's
+path). Every stage is skipped when its output exists, so an interrupted demo picks up where it
+stopped. The table files and figures are drawn from ``demo.json`` by
 ``python -m analysis.demo_plots`` (``scripts/demo.sh`` runs both): the core draws nothing.
 """
 
@@ -15,29 +17,84 @@ from pathlib import Path
 from typing import Any
 
 from .pipeline import ModelSpec, finetune_model, init_model, load_model, pretrain, save_model
+from .resize.initialize import initialize
+from .templates.factorized import factorize
 from .training import TrainResult
 from .training.data import default_dataset
 
-__all__ = ["DEMO_RESULTS", "DEMO_TARGETS", "run_demo"]
+__all__ = ["DEMO_METHODS", "DEMO_RESULTS", "DEMO_TARGETS", "lossless_rules", "run_demo"]
 
 TEMPLATE = ModelSpec("vit", depth=6, width=128)
 TEMPLATE_RANKS = (36, 64, 64)
 DEMO_TARGETS = ((3, 64), (6, 128), (8, 192))  # smaller, same, deeper and wider than the template
+# The starts of every target, as the table's columns name them ("<method>_top1").
+DEMO_METHODS = {
+    "random": "random init (timm's)",
+    "template": "Tucker MAE template (depth interpolate, width slice)",
+    "compress": "a dense MAE model held by its lossless template (depth first, width slice; interpolate "
+    "for a deeper or wider target)",
+}
 DEMO_RESULTS = "demo.json"  # in the output folder; what analysis.demo_plots reads
 # One seed's top-1 moves by about this much between seeds at these budgets (README: random init's
 # std over 3 seeds is 2-8 points); a smaller gap says nothing.
 NOISE_POINTS = 3.0
 
 
-def verdict(delta: float, quick: bool) -> str:
-    """What one seed's gap (template - random, points) says, in words."""
+def verdict(delta: float, quick: bool, name: str = "template") -> str:
+    """What one seed's gap (``name``'s start - random init's, points) says, in words."""
     if abs(delta) < NOISE_POINTS:
-        return "within one seed's noise" + (": --quick is too short to tell" if quick else "")
-    return "template ahead" if delta > 0 else "random init ahead"
+        return f"{name} within one seed's noise" + (": --quick is too short to tell" if quick else "")
+    return f"{name} ahead" if delta > 0 else f"random init ahead of {name}"
+
+
+def lossless_rules(source: ModelSpec, target: ModelSpec) -> dict[str, str]:
+    """The ``initialize`` rules for a dense model's lossless template that the README recommends:
+    depth ``first`` (weight selection's rule; ``interpolate`` for a deeper target, which ``first``
+    cannot build) and width ``slice`` (``interpolate`` for a wider one, so the extra channels are
+    blends of trained ones rather than random)."""
+    return {
+        "depth": "first" if target.depth <= source.depth else "interpolate",
+        "width": "slice" if target.width <= source.width else "interpolate",
+    }
 
 
 def _params(model: Any) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def _pretrain_once(out: Path, dense: bool, steps: int, seed: int, device: str, data: str) -> Path:
+    """The template (or with ``dense`` the dense model) pre-trained with MAE into ``out``, unless it is there."""
+    path = out / ("dense.safetensors" if dense else "template.safetensors")
+    if not path.is_file():
+        pretrain(
+            TEMPLATE,
+            data,
+            out,
+            **({"dense": True} if dense else {"ranks": TEMPLATE_RANKS}),
+            steps=steps,
+            batch_size=128,
+            seed=seed,
+            device=device,
+            resume=(out / "last.pt").is_file(),
+        )
+    return path
+
+
+def _init_once(spec: ModelSpec, method: str, sources: dict[str, Path], out: Path, seed: int) -> Path:
+    """``spec`` initialized by ``method`` (template or compress) into ``out/init.safetensors``, with
+    its per-tensor report, unless it is there."""
+    path = out / "init.safetensors"
+    if path.is_file():
+        return path
+    if method == "template":
+        model, report = init_model(spec, sources["template"], depth="interpolate", width="slice", seed=seed)
+    else:
+        held = factorize(load_model(sources["compress"])[0], ranks="full")  # exact: the template holds the model
+        model = spec.build()
+        model, report = initialize(model, held, **lossless_rules(TEMPLATE, spec), return_report=True, seed=seed)
+    save_model(path, model, spec)
+    (out / "init_report.txt").write_text(str(report))
+    return path
 
 
 def _finetune_once(
@@ -64,6 +121,31 @@ def _finetune_once(
     return record
 
 
+def _row(spec: ModelSpec, top1: dict[str, float], quick: bool) -> dict[str, Any]:
+    """One table row: every start's top-1, each pre-trained start's gap to random init and its verdict."""
+    row: dict[str, Any] = {"size": spec.name, "params": _params(spec.build())}
+    row.update({f"{method}_top1": round(top1[method], 2) for method in DEMO_METHODS})
+    for method in ("template", "compress"):
+        row[f"{method}_delta"] = round(top1[method] - top1["random"], 2)
+    row["verdict"] = "; ".join(verdict(row[f"{m}_delta"], quick, m) for m in ("template", "compress"))
+    return row
+
+
+def _print_table(rows: list[dict[str, Any]], quick: bool, pre_steps: int, ft_steps: int) -> None:
+    print(f"{'size':<12}{'params':>11}{'random':>9}{'template':>10}{'compress':>10}{'Δ tpl':>8}{'Δ cmp':>8}  verdict")
+    for r in rows:
+        print(
+            f"{r['size']:<12}{r['params']:>11,}{r['random_top1']:>9.2f}{r['template_top1']:>10.2f}"
+            f"{r['compress_top1']:>10.2f}{r['template_delta']:>+8.2f}{r['compress_delta']:>+8.2f}  {r['verdict']}"
+        )
+    print("[demo] " + "; ".join(f"{m}: {label}" for m, label in DEMO_METHODS.items()))
+    if quick:
+        print(
+            f"[demo] --quick: {pre_steps} MAE steps and {ft_steps} fine-tuning steps, one seed; gaps under "
+            f"{NOISE_POINTS:g} points are noise. Run without --quick for the figures the README reports."
+        )
+
+
 def run_demo(
     out_dir: str | Path = "results/demo",
     *,
@@ -81,75 +163,35 @@ def run_demo(
     start = time.perf_counter()
     print(f"[demo] data: {data}; template: {TEMPLATE.name} ranks {TEMPLATE_RANKS}; output: {out}", flush=True)
 
-    template_path = out / "pretrain" / "template.safetensors"
-    if not template_path.is_file():
-        print(f"[1/3] pre-training the template with MAE for {pre_steps} steps", flush=True)
-        pretrain(
-            TEMPLATE,
-            data,
-            out / "pretrain",
-            ranks=TEMPLATE_RANKS,
-            steps=pre_steps,
-            batch_size=128,
-            seed=seed,
-            device=device,
-            resume=(out / "pretrain" / "last.pt").is_file(),
-        )
-
+    print(f"[1/3] MAE pre-training for {pre_steps} steps: the template, then a dense model of its size", flush=True)
+    sources = {
+        "template": _pretrain_once(out / "pretrain", False, pre_steps, seed, device, data),
+        "compress": _pretrain_once(out / "pretrain_dense", True, pre_steps, seed, device, data),
+    }
     rows, curves = [], {}
     for depth, width in DEMO_TARGETS:
         spec = TEMPLATE.with_size(depth, width)
-        print(
-            f"[2/3] {spec.name}: initialize from the template, then fine-tune both inits for {ft_steps} steps",
-            flush=True,
-        )
-        init_path = out / spec.name / "init.safetensors"
-        if not init_path.is_file():
-            model, report = init_model(spec, template_path, depth="interpolate", width="slice", seed=seed)
-            save_model(init_path, model, spec)
-            (out / spec.name / "init_report.txt").write_text(str(report))
-        results = {}
-        for method in ("random", "template"):
+        print(f"[2/3] {spec.name}: initialize, then fine-tune each start for {ft_steps} steps", flush=True)
+        top1 = {}
+        for method in DEMO_METHODS:
+            folder = out / spec.name / method
             if method == "random":
                 model = spec.build()  # seeded inside finetune; timm's own init
             else:
-                model, _ = load_model(init_path)
-            results[method] = _finetune_once(
-                model, data, out / spec.name / method, ft_steps, seed, device, batch, test_subset
-            )
-            curves[f"{spec.name} {method}"] = results[method]["curve"]
-        rows.append(
-            {
-                "size": spec.name,
-                "params": _params(spec.build()),
-                "random_top1": round(results["random"]["top1"], 2),
-                "template_top1": round(results["template"]["top1"], 2),
-                "delta": round(results["template"]["top1"] - results["random"]["top1"], 2),
-            }
-        )
-        rows[-1]["verdict"] = verdict(rows[-1]["delta"], quick)
+                model, _ = load_model(_init_once(spec, method, sources, out / spec.name / f"init_{method}", seed))
+            result = _finetune_once(model, data, folder, ft_steps, seed, device, batch, test_subset)
+            top1[method], curves[f"{spec.name} {method}"] = result["top1"], result["curve"]
+        rows.append(_row(spec, top1, quick))
 
     print(f"[3/3] table and results ({DEMO_RESULTS})", flush=True)
     provenance = (
-        f"{command} (seed {seed}, data {data}, {pre_steps} MAE steps at batch 128, {ft_steps} fine-tune steps "
-        f"at batch {batch}, top-1 on {test_subset} test images)"
+        f"{command} (seed {seed}, data {data}, {pre_steps} MAE steps at batch 128 for the template and for the "
+        f"dense model, {ft_steps} fine-tune steps at batch {batch}, top-1 on {test_subset} test images)"
     )
-    template = str(template_path.relative_to(out))
+    template = str(sources["template"].relative_to(out))
     summary = {"rows": rows, "curves": curves, "provenance": provenance, "template": template}
     (out / DEMO_RESULTS).write_text(json.dumps(summary, indent=1))
-
-    header = f"{'size':<14}{'params':>10}{'random top1':>14}{'template top1':>16}{'delta':>8}  verdict"
-    print(header)
-    for r in rows:
-        print(
-            f"{r['size']:<14}{r['params']:>10,}{r['random_top1']:>14.2f}{r['template_top1']:>16.2f}"
-            f"{r['delta']:>+8.2f}  {r['verdict']}"
-        )
-    if quick:
-        print(
-            f"[demo] --quick: {pre_steps} MAE steps and {ft_steps} fine-tuning steps, one seed; gaps under "
-            f"{NOISE_POINTS:g} points are noise. Run without --quick for the figures the README reports."
-        )
+    _print_table(rows, quick, pre_steps, ft_steps)
     print(
         f"[demo] done in {time.perf_counter() - start:.0f} s; results in {out / DEMO_RESULTS}; "
         f"table files and figures: python -m analysis.demo_plots --out {out}",
