@@ -45,7 +45,10 @@ def plot_demo(out_dir: str | Path = "results/demo") -> list[Path]:
     template = load_template(out / results["template"])
     figures = {
         "accuracy_vs_size.png": lambda p: plot_accuracy_vs_size(size_rows, p, provenance=provenance),
-        "accuracy_vs_steps.png": lambda p: plot_accuracy_vs_steps(curves, p, provenance=provenance),
+        # a colour per start, a line style per size ("<size> <method>")
+        "accuracy_vs_steps.png": lambda p: plot_accuracy_vs_steps(
+            curves, p, provenance=provenance, color_of=lambda name: name.split()[-1]
+        ),
         "template_spectra.png": lambda p: plot_spectra(template_spectra(template), p, provenance=provenance),
         "scalers.png": lambda p: plot_scalers(template, p),
     }

@@ -12,7 +12,7 @@ import math
 import shlex
 import sys
 import textwrap
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -333,6 +333,7 @@ def plot_accuracy_vs_steps(
     provenance: str | None = None,
     *,
     target: float | None = None,
+    color_of: Callable[[str], str] | None = None,
     title: str = "Top-1 accuracy during fine-tuning",
     ylabel: str = "top1",
     figsize: tuple[float, float] = (8.0, 4.5),
@@ -345,6 +346,8 @@ def plot_accuracy_vs_steps(
         provenance: the command; defaults to the running command line.
         target: optional accuracy drawn as a dashed line; each method's first step reaching
             it (:func:`steps_to_reach`) is marked and given in the legend.
+        color_of: curve name -> its colour group: curves of one group share a colour and differ
+            by line style (e.g. colour by method, style by size); default: a colour per curve.
 
     Returns:
         The path written (``figsize * DPI`` pixels).
@@ -356,7 +359,11 @@ def plot_accuracy_vs_steps(
     fig, axes = new_figure(figsize)
     ax = axes[0, 0]
     colors = plt.get_cmap("tab10")
-    for j, (method, curve) in enumerate(curves.items()):
+    groups = [name if color_of is None else color_of(name) for name in curves]
+    group_index = {group: k for k, group in enumerate(dict.fromkeys(groups))}
+    for i, (method, curve) in enumerate(curves.items()):
+        j = group_index[groups[i]]
+        style = ("-", "--", ":", "-.")[groups[:i].count(groups[i]) % 4]
         points = np.asarray(_curve(curve, f"curves[{method!r}]"))
         label = str(method)
         if target is not None:
@@ -367,7 +374,7 @@ def plot_accuracy_vs_steps(
                 ax.plot([step], [top1], "o", color=colors(j % 10), markersize=7, markerfacecolor="none")
             else:
                 label += " (never reaches)"
-        ax.plot(points[:, 0], points[:, 1], "-", marker=".", color=colors(j % 10), label=label)
+        ax.plot(points[:, 0], points[:, 1], style, marker=".", color=colors(j % 10), label=label)
     if target is not None:
         ax.axhline(target, color="0.4", linestyle="--", linewidth=1, label=f"target {target:.2f}")
     ax.set_xlabel("fine-tuning step")

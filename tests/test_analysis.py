@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+from pathlib import Path
 
 import matplotlib
 
@@ -197,6 +198,21 @@ def test_plot_accuracy_is_deterministic(tmp_path):
     _assert_png(plot_accuracy_vs_steps(curves, tmp_path / "steps.png", PROVENANCE, target=50.0), (8.0, 4.5))
     with pytest.raises(ValueError, match=r"path must end in \.png"):
         plot_accuracy_vs_steps(curves, tmp_path / "steps.jpg", PROVENANCE)
+
+
+def test_curves_of_one_colour_group_share_a_colour_and_differ_by_line_style(tmp_path, monkeypatch):
+    import analysis.report as report
+
+    drawn = []
+    monkeypatch.setattr(report, "save_figure", lambda fig, path, provenance=None: drawn.append(fig) or Path(path))
+    curve = [(0, 10.0), (100, 40.0)]
+    by_size = {f"{size} {method}": curve for size in ("tiny", "small") for method in ("random", "tucker")}
+    plot_accuracy_vs_steps(by_size, tmp_path / "g.png", PROVENANCE, color_of=lambda name: name.split()[-1])
+    style = {line.get_label(): (line.get_color(), line.get_linestyle()) for line in drawn[0].axes[0].lines}
+    assert style["tiny random"][0] == style["small random"][0] != style["tiny tucker"][0]
+    assert style["tiny random"][1] != style["small random"][1]
+    assert style["tiny random"][1] == style["tiny tucker"][1]
+    plt.close(drawn[0])
 
 
 # -- tables -------------------------------------------------------------------------------------
