@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from _models import RTOL, assert_close_rel
 
 from tucker_init import load_template
 from tucker_init.cli import build_parser, main
@@ -191,3 +192,30 @@ def test_family_sizes_default_when_not_given():
     assert _spec(parse(["init", "--template", "t", "--out", "x"])) == ModelSpec("vit", 6, 128, 10, 32, 4)
     resnet = _spec(parse(["init", "--template", "t", "--model", "resnet", "--width", "16", "--out", "x"]))
     assert resnet == ModelSpec("resnet", 2, 16, 10, 32, 4)
+
+
+def test_init_from_a_dense_model_is_weight_selection_at_its_width_and_reaches_wider(tmp_path, capsys):
+    dense_dir = tmp_path / "dense"
+    common = ["--data", "digits", "--device", "cpu", "--steps", "2", "--batch-size", "8"]
+    assert main(["pretrain", *TINY, "--depth", "2", "--width", "64", "--dense", *common, "--out", str(dense_dir)]) == 0
+    dense, _ = load_model(dense_dir / "dense.safetensors")
+    source = ["init", "--from-dense", str(dense_dir / "dense.safetensors"), *TINY, "--depth-rule", "first"]
+
+    shallower = tmp_path / "L1w64.safetensors"
+    assert main([*source, "--depth", "1", "--width", "64", "--out", str(shallower)]) == 0
+    found = load_model(shallower)[0].state_dict()
+    expected = {k: v for k, v in dense.state_dict().items() if not k.startswith("blocks.1.")}
+    assert found.keys() == expected.keys()
+    for name, tensor in found.items():  # the first block and everything outside the blocks, as they were
+        assert_close_rel(tensor, expected[name], RTOL[torch.float32], msg=name)
+
+    wider = ["--depth", "2", "--width", "128", "--width-rule", "interpolate", "--out", str(tmp_path / "w.safetensors")]
+    assert main([*source, *wider]) == 0
+    assert load_model(tmp_path / "w.safetensors")[0].embed_dim == 128
+    capsys.readouterr()
+    missing = ["init", "--from-dense", str(tmp_path / "none.safetensors"), *TINY]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*missing, "--out", str(tmp_path / "x.safetensors")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--from-dense" in err and len(err.strip().splitlines()) == 1

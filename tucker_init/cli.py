@@ -207,7 +207,14 @@ def _add_init(sub: Any) -> None:
     from .resize.axis_maps import DEPTH_RULES
 
     p = sub.add_parser("init", help="initialize a model of any size from a template")
-    p.add_argument("--template", required=True, help="a template file from `pretrain`")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--template", help="a template file from `pretrain`")
+    source.add_argument(
+        "--from-dense",
+        metavar="MODEL",
+        help="a dense model instead (a model file from `pretrain --dense` / `finetune`, or a timm name with "
+        "pre-trained weights), held by its lossless template; with --depth-rule first it is weight selection",
+    )
     _add_model(p)
     p.add_argument("--depth-rule", default="interpolate", choices=list(DEPTH_RULES))
     p.add_argument("--width-rule", default="slice", choices=["slice", "interpolate", "learn"])
@@ -372,13 +379,10 @@ def _init(args: argparse.Namespace) -> None:
     if Path(args.out).suffix != ".safetensors":
         fail(f"--out must be a .safetensors file path, found {args.out!r}")
     pipeline.check_model_path(args.out)
-    template = Path(args.template)
-    if not template.is_file():
-        fail(f"--template {args.template!r}: " + ("is a folder" if template.is_dir() else "no such file"))
     spec = _spec(args)
     model, report = pipeline.init_model(
         spec,
-        template,
+        _init_source(args),
         depth=args.depth_rule,
         width=args.width_rule,
         learn_steps=args.learn_steps,
@@ -389,6 +393,18 @@ def _init(args: argparse.Namespace) -> None:
     path = pipeline.save_model(args.out, model, spec)
     print(report)
     print(f"wrote {path}")
+
+
+def _init_source(args: argparse.Namespace) -> Any:
+    """The template file of ``--template``, or the lossless template of ``--from-dense``."""
+    from . import pipeline
+
+    if args.template is None:
+        return pipeline.lossless_template(args.from_dense, "--from-dense")
+    template = Path(args.template)
+    if not template.is_file():
+        fail(f"--template {args.template!r}: " + ("is a folder" if template.is_dir() else "no such file"))
+    return template
 
 
 def _finetune(args: argparse.Namespace) -> None:

@@ -16,9 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .pipeline import ModelSpec, finetune_model, init_model, load_model, pretrain, save_model
-from .resize.initialize import initialize
-from .templates.factorized import factorize
+from .pipeline import ModelSpec, finetune_model, init_model, load_model, lossless_template, pretrain, save_model
 from .training import TrainResult
 from .training.data import default_dataset
 
@@ -89,9 +87,8 @@ def _init_once(spec: ModelSpec, method: str, sources: dict[str, Path], out: Path
     if method == "template":
         model, report = init_model(spec, sources["template"], depth="interpolate", width="slice", seed=seed)
     else:
-        held = factorize(load_model(sources["compress"])[0], ranks="full")  # exact: the template holds the model
-        model = spec.build()
-        model, report = initialize(model, held, **lossless_rules(TEMPLATE, spec), return_report=True, seed=seed)
+        held = lossless_template(sources["compress"])  # exact: the template holds the dense model
+        model, report = init_model(spec, held, **lossless_rules(TEMPLATE, spec), seed=seed)
     save_model(path, model, spec)
     (out / "init_report.txt").write_text(str(report))
     return path

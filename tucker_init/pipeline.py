@@ -32,7 +32,7 @@ from .resize.report import InitReport
 from .templates.factorized import FactorizedModel, factorize
 from .templates.io import read_safetensors, save_template, write_model_card, write_safetensors_atomic
 from .templates.kinds import get_kind
-from .templates.template import as_template
+from .templates.template import WeightTemplate, as_template
 from .training import TrainConfig, TrainResult, finetune, masked_image_loss, train
 from .training.checkpoint import LAST, load_checkpoint
 from .training.data import BatchLoader, ImageDataset, load_dataset, streamed_datasets
@@ -49,6 +49,7 @@ __all__ = [
     "init_model",
     "load_dense",
     "load_model",
+    "lossless_template",
     "make_loaders",
     "make_train_loader",
     "pretrain",
@@ -164,6 +165,19 @@ def load_dense(source: str | os.PathLike | nn.Module, argument: str = "teacher")
         return timm.create_model(name, pretrained=True)
     except Exception as err:  # timm raises several kinds when weights are missing offline
         raise ValueError(f"{argument} {name!r}: timm could not load its pre-trained weights ({err})") from err
+
+
+def lossless_template(source: str | os.PathLike | nn.Module, argument: str = "source") -> FactorizedModel:
+    """A dense model (as :func:`load_dense` takes it) held by its lossless template,
+    ``factorize(model, ranks="full")``: the path that measured best in the README's equal-cost
+    benchmark. Initialized with depth ``first`` and width ``slice`` at the model's own width, it
+    is weight selection's model.
+
+    Raises:
+        TypeError, ValueError: as :func:`load_dense`; ValueError where one shared core cannot hold
+            the model losslessly (e.g. a ResNet's several weight groups).
+    """
+    return factorize(load_dense(source, argument), ranks="full")
 
 
 def weights_fingerprint(model: nn.Module) -> str:
@@ -613,7 +627,7 @@ def pretrain(
 
 def init_model(
     spec: ModelSpec,
-    source: str | os.PathLike,
+    source: str | os.PathLike | WeightTemplate | FactorizedModel,
     *,
     depth: str = "interpolate",
     width: str = "slice",
@@ -623,7 +637,8 @@ def init_model(
     seed: int = 0,
     data_root: str | None = None,
 ) -> tuple[nn.Module, InitReport]:
-    """A model of ``spec`` initialized from the template file ``source``; with
+    """A model of ``spec`` initialized from ``source`` (a template file or object; a dense model
+    through :func:`lossless_template`); with
     ``learn_steps > 0`` its scalers are first learned on ``data`` (classification loss).
 
     Raises:
