@@ -22,11 +22,12 @@ source serves every target it can reach; methods:
   to match its token features (C/2), see :mod:`tucker_init.objectives.distill`.
 - ``tucker_refine``: compress, then refine: the same C/2 teacher, its HOSVD at the template's
   ranks, refined by feature distillation from it (C/2).
-- ``tucker_compress``: the dense MAE model (C) compressed losslessly (``factorize(ranks="full")``),
-  targets initialized with depth ``first``: the template a user with a dense model gets for free.
-  At the source's width it is weight selection's model exactly; narrower, it keeps the first
+- ``tucker_compress``: the dense MAE model (C) held by its lossless template
+  (:func:`tucker_init.pipeline.lossless_template`: ``factorize(ranks="full")``, a core per weight
+  group), targets initialized with depth ``first``: the template a user with a dense model gets for
+  free. At the source's width it is weight selection's model exactly; narrower, it keeps the first
   channels (weight selection: evenly spaced ones); wider, it appends fresh channels (weight
-  selection cannot). ViTs only, as below.
+  selection cannot).
 - ``tucker_compress_wide``: the same, but a target wider than the source gets width
   ``interpolate`` (its extra channels blend trained neighbours) instead of ``slice`` (random rows);
   at or below the source's width it is ``tucker_compress`` exactly.
@@ -34,8 +35,8 @@ source serves every target it can reach; methods:
   model (3C/4), its lossless (full-rank) HOSVD, refined with MAE and real sub-network scaling
   (depth ``first``, weight selection's rule, sandwich) for C/4; targets initialized with depth
   ``first``. Untrained (0 refine steps) it builds exactly weight selection's model at the source
-  width and that model's first channels below it. ViTs only (a ResNet has several weight groups, so
-  no one shared core holds it losslessly).
+  width and that model's first channels below it. ViTs only (its sub-networks are trained through
+  one shared core, and a ResNet's weight groups have different sizes: no one core holds it losslessly).
 - ``direct``: each target pre-trained itself with MAE for the dense source's steps (each target
   pays its own; serving all five ViTs pays the sum).
 
@@ -90,7 +91,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from analysis import steps_to_reach
 from experiments.harness import command_line, git_revision, log, md_table
 from tucker_init import LearnConfig, factorize, get_initializer, load_template
-from tucker_init.pipeline import ModelSpec, finetune_model, load_model, make_train_loader, pretrain
+from tucker_init.pipeline import ModelSpec, finetune_model, load_model, lossless_template, make_train_loader, pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = (
@@ -401,12 +402,11 @@ def init_options(method: str, target: ModelSpec, family: Family) -> dict[str, An
 
 def _template(method: str, family: Family, sources: dict[str, dict]) -> Any:
     """The template behind ``method``: its source's file, or where that source is a dense model
-    (``tucker_compress*``) the model factorized losslessly (a ValueError where one shared core
-    cannot hold it: several weight groups)."""
+    (``tucker_compress*``) the model held by its lossless template."""
     name = source_of(method)
     path = sources[name]["path"]
     dense = next(job.kind == "dense" for job in source_jobs(family) if job.name == name)
-    return factorize(load_model(path)[0], ranks="full") if dense else load_template(path)
+    return lossless_template(path) if dense else load_template(path)
 
 
 def learned_scalers(
@@ -669,7 +669,7 @@ def run_family(
             continue
         sources[job.name] = run_source(job, family, preset, out, sources)
     # Without --report-only every source exists; with it, a method whose sources are missing is left
-    # out, as is a method the family has no source job for (e.g. a lossless template of a ResNet).
+    # out, as is a method the family has no source job for (e.g. compress-then-sub-networks of a ResNet).
     methods = [m for m in args.methods if m in ("random", "direct") or source_of(m) in sources]
     methods = [m for m in methods if all(job.name in sources for job in needed_jobs(family, [m]))]
     rows, unreachable = [], set()

@@ -386,3 +386,24 @@ def test_depth_rule_first_keeps_the_first_layers():
     assert depth_map(4, 2, "first").lo.tolist() == [0, 1]
     with pytest.raises(ValueError, match=r"depth='first' keeps the first 6 of the template's 4 layers"):
         initialize(vit(6, 64), template, depth="first")
+
+
+def test_a_resnets_lossless_template_holds_every_stage_and_selects_like_weight_selection():
+    # One shared core cannot hold a ResNet's stages (their mode sizes differ); a core per group can.
+    from tucker_init import create_model
+    from tucker_init.pipeline import lossless_template
+
+    torch.manual_seed(0)
+    source = perturb(create_model("resnetd", depth=2, width=32), seed=6)
+    with pytest.raises(ValueError, match=r"ranks='full' needs one template per group \(share=False\)"):
+        factorize(source, ranks="full")
+    held = lossless_template(source)
+    assert_close_rel(held.materialize().layer3[1].conv2.weight, source.layer3[1].conv2.weight)
+    torch.manual_seed(1)
+    shallower = initialize(create_model("resnetd", depth=1, width=32), held, depth="first")
+    torch.manual_seed(1)
+    selected = get_initializer("weight_selection")(create_model("resnetd", depth=1, width=32), source)
+    expected = selected.state_dict()
+    for name, value in shallower.state_dict().items():
+        if value.is_floating_point():  # BN's step counters are integers
+            assert_close_rel(value, expected[name], msg=name)

@@ -169,15 +169,15 @@ def load_dense(source: str | os.PathLike | nn.Module, argument: str = "teacher")
 
 def lossless_template(source: str | os.PathLike | nn.Module, argument: str = "source") -> FactorizedModel:
     """A dense model (as :func:`load_dense` takes it) held by its lossless template,
-    ``factorize(model, ranks="full")``: the path that measured best in the README's equal-cost
-    benchmark. Initialized with depth ``first`` and width ``slice`` at the model's own width, it
-    is weight selection's model.
+    ``factorize(model, ranks="full", share=False)``: the path that measured best in the README's
+    equal-cost benchmark. A core per weight group, since a lossless template has nothing to share
+    and a CNN's stages differ in size (a ViT has one group). Initialized with depth ``first`` and
+    width ``slice`` at the model's own width, it is weight selection's model.
 
     Raises:
-        TypeError, ValueError: as :func:`load_dense`; ValueError where one shared core cannot hold
-            the model losslessly (e.g. a ResNet's several weight groups).
+        TypeError, ValueError: as :func:`load_dense`.
     """
-    return factorize(load_dense(source, argument), ranks="full")
+    return factorize(load_dense(source, argument), ranks="full", share=False)
 
 
 def weights_fingerprint(model: nn.Module) -> str:
