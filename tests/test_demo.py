@@ -13,9 +13,10 @@ from tucker_init.pipeline import load_model, save_model
 
 def test_the_demo_table_says_when_a_gap_is_noise():
     assert verdict(NOISE_POINTS + 0.5, quick=False) == "template ahead"
-    assert verdict(-NOISE_POINTS - 0.5, quick=True, name="compress") == "random init ahead of compress"
-    assert "too short to tell" in verdict(0.9, quick=True)
-    assert "too short" not in verdict(0.9, quick=False)
+    assert verdict(-NOISE_POINTS - 0.5, quick=False, name="compress") == "random init ahead of compress"
+    assert verdict(0.9, quick=False) == "template within one seed's noise"
+    for gap in (0.9, NOISE_POINTS + 3, -NOISE_POINTS - 3):  # --quick's gaps say nothing, large or small
+        assert verdict(gap, quick=True, name="compress") == "compress: --quick is too short to tell"
 
 
 def test_lossless_rules_select_first_layers_and_blend_only_beyond_the_source():
