@@ -31,6 +31,10 @@ source serves every target it can reach; methods:
 - ``tucker_compress_wide``: the same, but a target wider than the source gets width
   ``interpolate`` (its extra channels blend trained neighbours) instead of ``slice`` (random rows);
   at or below the source's width it is ``tucker_compress`` exactly.
+- ``tucker_compress_select``: weight selection's two rules on the same lossless template: depth
+  ``first`` and width ``select`` (evenly spaced channels), so below the source's width it is weight
+  selection's model (exactly at integer width ratios); wider, width ``interpolate`` as
+  ``tucker_compress_wide``.
 - ``tucker_compress_subnet``: weight selection's start, then its narrow models trained: a dense MAE
   model (3C/4), its lossless (full-rank) HOSVD, refined with MAE and real sub-network scaling
   (depth ``first``, weight selection's rule, sandwich) for C/4; targets initialized with depth
@@ -110,6 +114,7 @@ METHODS = (
     "tucker_refine",
     "tucker_compress",
     "tucker_compress_wide",
+    "tucker_compress_select",
     "tucker_compress_subnet",
     "direct",
 )
@@ -119,6 +124,7 @@ SHARED_SOURCE = {
     "linear_expansion": "dense_mae",
     "tucker_compress": "dense_mae",
     "tucker_compress_wide": "dense_mae",
+    "tucker_compress_select": "dense_mae",
     "tucker_mae_select": "tucker_mae",
     "tucker_mae_first": "tucker_mae",
     "tucker_mae_learned": "tucker_mae",
@@ -135,6 +141,7 @@ INIT_OPTIONS = {
     "tucker_prefix_first": {"depth": "first"},
     "tucker_compress": {"depth": "first"},
     "tucker_compress_wide": {"depth": "first", "wider_width": "interpolate"},
+    "tucker_compress_select": {"depth": "first", "width": "select", "wider_width": "interpolate"},
     "tucker_compress_subnet": {"depth": "first"},
 }
 CSV_COLUMNS = ("target", "method", "recipe", "seed", "top1", "pretrain_cost", "top1_at_3_4", "family", "steps")

@@ -111,6 +111,9 @@ def test_depth_first_becomes_interpolate_only_for_targets_deeper_than_the_templa
     wide = {"depth": "interpolate", "width": "interpolate"}  # only a wider target gets the other width rule
     assert init_benchmark.init_options("tucker_compress_wide", by_size["vit-L12w192"], family) == wide
     assert init_benchmark.init_options("tucker_compress_wide", by_size["vit-L3w64"], family) == {"depth": "first"}
+    narrower = init_benchmark.init_options("tucker_compress_select", by_size["vit-L3w64"], family)
+    assert narrower == {"depth": "first", "width": "select"}
+    assert init_benchmark.init_options("tucker_compress_select", by_size["vit-L12w192"], family) == wide
 
 
 def test_table_marks_a_cell_with_another_number_of_seeds():

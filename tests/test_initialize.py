@@ -246,6 +246,8 @@ def test_errors(template, tucker_fm):
         initialize(tiny_vit(depth=2, embed_dim=48, num_heads=3), kron)
     with pytest.raises(ValueError, match=r"interpolate.*not defined for Kronecker"):
         initialize(tiny_vit(depth=2, embed_dim=64, num_heads=4), kron, width="interpolate")
+    with pytest.raises(ValueError, match=r"'select' is not defined for Kronecker"):
+        initialize(tiny_vit(depth=2, embed_dim=64, num_heads=4), kron, width="select")
     with pytest.raises(
         ValueError, match=r"depth must be one of \['select', 'first', 'interpolate', 'learn'\], found 'deep'"
     ):
@@ -386,6 +388,30 @@ def test_depth_rule_first_keeps_the_first_layers():
     assert depth_map(4, 2, "first").lo.tolist() == [0, 1]
     with pytest.raises(ValueError, match=r"depth='first' keeps the first 6 of the template's 4 layers"):
         initialize(vit(6, 64), template, depth="first")
+
+
+@pytest.mark.parametrize("family", ["vit", "resnetd"])
+def test_width_select_on_a_lossless_template_is_weight_selection_at_every_narrower_size(family):
+    # depth 'first' + width 'select' are weight selection's two rules: at an integer width ratio the
+    # lossless template builds its model tensor for tensor (embeddings, norms, stem and head included).
+    from tucker_init import create_model
+    from tucker_init.pipeline import lossless_template
+
+    torch.manual_seed(0)
+    build = (
+        (lambda d, w: vit(d, w, seed=2))
+        if family == "vit"
+        else (lambda d, w: create_model("resnetd", depth=d, width=w))
+    )
+    source = perturb(build(2, 128) if family == "vit" else build(2, 32), seed=7)
+    target_size = (1, 64) if family == "vit" else (1, 16)
+    built = initialize(build(*target_size), lossless_template(source), depth="first", width="select")
+    expected = get_initializer("weight_selection")(build(*target_size), source).state_dict()
+    for name, value in built.state_dict().items():
+        if value.is_floating_point():
+            assert_close_rel(value, expected[name], msg=name)
+    with pytest.raises(ValueError, match=r"width='select' keeps .* so the target must not be wider"):
+        initialize(build(1, 192) if family == "vit" else build(1, 64), lossless_template(source), width="select")
 
 
 def test_a_resnets_lossless_template_holds_every_stage_and_selects_like_weight_selection():

@@ -204,7 +204,7 @@ def _add_pretrain(sub: Any) -> None:
 
 
 def _add_init(sub: Any) -> None:
-    from .resize.axis_maps import DEPTH_RULES
+    from .resize.axis_maps import DEPTH_RULES, WIDTH_RULES
 
     p = sub.add_parser("init", help="initialize a model of any size from a template")
     source = p.add_mutually_exclusive_group(required=True)
@@ -217,7 +217,7 @@ def _add_init(sub: Any) -> None:
     )
     _add_model(p)
     p.add_argument("--depth-rule", default="interpolate", choices=list(DEPTH_RULES))
-    p.add_argument("--width-rule", default="slice", choices=["slice", "interpolate", "learn"])
+    p.add_argument("--width-rule", default="slice", choices=list(WIDTH_RULES))
     p.add_argument(
         "--learn-steps", type=COUNT, default=0, help="learn the new scalers for this many steps first (on --data)"
     )

@@ -15,10 +15,10 @@ from torch import Tensor
 
 from ..validation import check_choice
 
-__all__ = ["DEPTH_RULES", "WIDTH_RULES", "AxisMap", "depth_map", "map_width", "width_map"]
+__all__ = ["DEPTH_RULES", "WIDTH_RULES", "AxisMap", "depth_map", "map_width", "uniform_indices", "width_map"]
 
 DEPTH_RULES = ("select", "first", "interpolate", "learn")
-WIDTH_RULES = ("slice", "interpolate", "learn")
+WIDTH_RULES = ("slice", "select", "interpolate", "learn")
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,16 @@ def _evenly_spaced(n_in: int, n_out: int) -> Tensor:
     return torch.linspace(0, n_in - 1, n_out, dtype=torch.float64).round().long()
 
 
+def uniform_indices(n_in: int, n_out: int) -> Tensor:
+    """Evenly spaced indices of ``n_out`` out of ``n_in`` elements (weight selection, Xu et al.
+    2023): every ``n_in // n_out``-th element when it divides, else ``round(linspace(0, n_in-1, n_out))``."""
+    if n_out > n_in:
+        raise ValueError(f"uniform selection needs n_out <= n_in, found n_out={n_out} > n_in={n_in}")
+    if n_in % n_out == 0:
+        return torch.arange(n_out) * (n_in // n_out)
+    return torch.linspace(0, n_in - 1, n_out, dtype=torch.float64).round().long()
+
+
 def depth_map(n_in: int, n_out: int, rule: str) -> AxisMap:
     """Map of L source layers to L' target layers under ``rule``: ``select`` (evenly spaced),
     ``first`` (the first L', weight selection's rule; L' <= L), ``interpolate`` (linear over
@@ -141,10 +151,19 @@ def width_map(n_in: int, n_out: int, rule: str) -> AxisMap:
     """Map of d source channels to d' target channels under ``rule`` (``learn`` starts from slice).
 
     ``slice`` keeps the first ``min(d, d')`` channels; for d' > d the remaining rows are fresh.
+    ``select`` keeps evenly spaced channels (:func:`uniform_indices`, weight selection's rule; d' <= d).
     """
     check_choice("width", rule, WIDTH_RULES)
     if rule == "interpolate":
         return _interpolation(n_in, n_out)
+    if rule == "select":
+        if n_out > n_in:
+            raise ValueError(
+                f"width='select' keeps {n_out} evenly spaced of the template's {n_in} channels (per unit), so the "
+                "target must not be wider; use width='slice' or 'interpolate' for wider targets"
+            )
+        lo = uniform_indices(n_in, n_out)
+        return AxisMap(lo, lo, torch.zeros(n_out, dtype=torch.float64), torch.zeros(n_out, dtype=torch.bool), n_in)
     j = torch.arange(n_out, dtype=torch.int64)
     fresh = j >= n_in
     lo = torch.where(fresh, torch.zeros_like(j), j)

@@ -78,8 +78,10 @@ def initialize(
             or the path of a template file.
         depth: ``"select"`` | ``"first"`` | ``"interpolate"`` | ``"learn"``: how the depth scaler
             ``X (L*S, r1)`` becomes ``X' (L'*S, r1)``; block-level remainder tensors follow the same map.
-        width: ``"slice"`` | ``"interpolate"`` | ``"learn"``: how ``U, V (d, r)`` become
-            ``(d', r)``; remainder channel axes follow the same map. Kronecker: ``slice`` / ``learn``.
+        width: ``"slice"`` (the first d' rows) | ``"select"`` (evenly spaced rows, weight
+            selection's rule; not for wider targets) | ``"interpolate"`` | ``"learn"``: how
+            ``U, V (d, r)`` become ``(d', r)``; remainder channel axes follow the same map.
+            Kronecker: ``slice`` / ``learn``.
         learn: a :class:`LearnConfig` (or dict of its fields) to train new scalers before writing
             the weights. Trained are the scalers whose rule is ``"learn"`` (X for depth, U and V
             for width; Kronecker S for either), or all of them when neither rule is ``"learn"``.

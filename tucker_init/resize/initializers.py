@@ -38,6 +38,7 @@ from ..templates.factorized import FactorizedModel
 from ..templates.layout import build_layout
 from ..templates.template import WeightTemplate, as_template
 from ..validation import as_int
+from .axis_maps import uniform_indices
 from .initialize import initialize
 from .learn import LearnConfig
 from .plan import match_groups
@@ -133,16 +134,6 @@ def random_init(
 
 
 # ------------------------------------------------------------------------- weight selection
-def uniform_indices(n_in: int, n_out: int) -> Tensor:
-    """Evenly spaced indices of ``n_out`` out of ``n_in`` elements (Xu et al. 2023): every
-    ``n_in // n_out``-th element when it divides, else ``round(linspace(0, n_in-1, n_out))``."""
-    if n_out > n_in:
-        raise ValueError(f"uniform selection needs n_out <= n_in, found n_out={n_out} > n_in={n_in}")
-    if n_in % n_out == 0:
-        return torch.arange(n_out) * (n_in // n_out)
-    return torch.linspace(0, n_in - 1, n_out, dtype=torch.float64).round().long()
-
-
 def uniform_select(tensor: Tensor, shape: tuple[int, ...], name: str = "tensor") -> Tensor:
     """Uniform element selection of ``tensor`` down to ``shape``, axis by axis.
 
@@ -306,7 +297,7 @@ def tucker_init(
     seed: int = 0,
 ) -> nn.Module | tuple[nn.Module, InitReport]:
     """A Tucker template with the depth rule (``select`` / ``interpolate``) and the width rule
-    (``slice`` / ``interpolate``); nothing is learned."""
+    (``slice`` / ``select`` / ``interpolate``); nothing is learned."""
     if "learn" in (depth, width):
         raise ValueError(
             f"the 'tucker' initializer learns nothing; found depth={depth!r}, width={width!r}: "

@@ -163,10 +163,10 @@ class KroneckerKind(TemplateKind):
                 f"width {d_new} of target group {group!r} cannot be reached with Kronecker templates "
                 f"of size {a}x{b}: it must be a multiple of {step}, e.g. {[step * k for k in range(1, 9)]}"
             )
-        if rule == "interpolate" and d_new != d:
+        if rule in ("interpolate", "select") and d_new != d:
             raise ValueError(
-                "width='interpolate' is not defined for Kronecker templates (it would mix channels "
-                f"across template blocks); use width='slice' or 'learn', found width={rule!r}"
+                f"width={rule!r} is not defined for Kronecker templates (it would mix channels "
+                "across template blocks); use width='slice' or 'learn'"
             )
 
     def unit_width_maps(self) -> bool:
