@@ -55,7 +55,7 @@ def run(tmp_path_factory) -> Path:
         (["pretrain", "--lr", "nan", "--out", "x"], "argument --lr: expected a positive number, found 'nan'"),
         (["pretrain", "--mask-ratio", "1", "--out", "x"], r"argument --mask-ratio: expected a number in \(0, 1\)"),
         (["pretrain", "--method", "cp", "--out", "x"], "argument --method: invalid choice: 'cp'"),
-        (["init", "--out", "x"], "the following arguments are required: --template"),
+        (["init", "--out", "x"], "one of the arguments --template --from-dense is required"),
     ],
 )
 def test_bad_option_values_are_one_line(capsys, tmp_path, monkeypatch, argv, match):
