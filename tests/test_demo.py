@@ -20,8 +20,8 @@ def test_the_demo_table_says_when_a_gap_is_noise():
 
 
 def test_lossless_rules_select_first_layers_and_blend_only_beyond_the_source():
-    assert lossless_rules(TEMPLATE, TEMPLATE.with_size(3, 64)) == {"depth": "first", "width": "slice"}
-    assert lossless_rules(TEMPLATE, TEMPLATE) == {"depth": "first", "width": "slice"}
+    assert lossless_rules(TEMPLATE, TEMPLATE.with_size(3, 64)) == {"depth": "first", "width": "select"}
+    assert lossless_rules(TEMPLATE, TEMPLATE) == {"depth": "first", "width": "select"}
     assert lossless_rules(TEMPLATE, TEMPLATE.with_size(8, 192)) == {"depth": "interpolate", "width": "interpolate"}
 
 

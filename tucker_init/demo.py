@@ -29,8 +29,8 @@ DEMO_TARGETS = ((3, 64), (6, 128), (8, 192))  # smaller, same, deeper and wider 
 DEMO_METHODS = {
     "random": "random init (timm's)",
     "template": "Tucker MAE template (depth interpolate, width slice)",
-    "compress": "a dense MAE model held by its lossless template (depth first, width slice; interpolate "
-    "for a deeper or wider target)",
+    "compress": "a dense MAE model held by its lossless template (depth first, width select: weight "
+    "selection's model; interpolate for a deeper or wider target)",
 }
 DEMO_RESULTS = "demo.json"  # in the output folder; what analysis.demo_plots reads
 # One seed's top-1 moves by about this much between seeds at these budgets (README: random init's
@@ -50,12 +50,12 @@ def verdict(delta: float, quick: bool, name: str = "template") -> str:
 
 def lossless_rules(source: ModelSpec, target: ModelSpec) -> dict[str, str]:
     """The ``initialize`` rules for a dense model's lossless template that the README recommends:
-    depth ``first`` (weight selection's rule; ``interpolate`` for a deeper target, which ``first``
-    cannot build) and width ``slice`` (``interpolate`` for a wider one, so the extra channels are
-    blends of trained ones rather than random)."""
+    weight selection's two, depth ``first`` and width ``select`` (evenly spaced channels), where
+    they reach; ``interpolate`` for a deeper or a wider target (the extra channels blends of
+    trained ones rather than random)."""
     return {
         "depth": "first" if target.depth <= source.depth else "interpolate",
-        "width": "slice" if target.width <= source.width else "interpolate",
+        "width": "select" if target.width <= source.width else "interpolate",
     }
 
 
