@@ -4,6 +4,8 @@ hand-computable case, and every misuse is a clear ValueError."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from _models import OUTPUT_RTOL, assert_close_rel, perturb, tiny_resnet, tiny_vit
@@ -390,28 +392,37 @@ def test_depth_rule_first_keeps_the_first_layers():
         initialize(vit(6, 64), template, depth="first")
 
 
-@pytest.mark.parametrize("family", ["vit", "resnetd"])
+# (family, source size, narrower target, wider target): a timm ViT, a ResNet-D, and a Swin, whose
+# per-head relative position bias tables are selected over heads, as weight selection does.
+SELECT_CASES = {
+    "vit": ((2, 128), (1, 64), (1, 192)),
+    "resnetd": ((2, 32), (1, 16), (1, 64)),
+    "swin": ((2, 64), (1, 32), (1, 128)),
+}
+
+
+@pytest.mark.parametrize("family", sorted(SELECT_CASES))
 def test_width_select_on_a_lossless_template_is_weight_selection_at_every_narrower_size(family):
     # depth 'first' + width 'select' are weight selection's two rules: at an integer width ratio the
     # lossless template builds its model tensor for tensor (embeddings, norms, stem and head included).
     from tucker_init import create_model
     from tucker_init.pipeline import lossless_template
 
-    torch.manual_seed(0)
-    build = (
-        (lambda d, w: vit(d, w, seed=2))
-        if family == "vit"
-        else (lambda d, w: create_model("resnetd", depth=d, width=w))
-    )
-    source = perturb(build(2, 128) if family == "vit" else build(2, 32), seed=7)
-    target_size = (1, 64) if family == "vit" else (1, 16)
-    built = initialize(build(*target_size), lossless_template(source), depth="first", width="select")
-    expected = get_initializer("weight_selection")(build(*target_size), source).state_dict()
+    def build(depth: int, width: int) -> nn.Module:
+        torch.manual_seed(2)
+        return vit(depth, width, seed=2) if family == "vit" else create_model(family, depth=depth, width=width)
+
+    source_size, narrower, wider = SELECT_CASES[family]
+    source = perturb(build(*source_size), seed=7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every tensor is mapped: nothing left at the target's init
+        built = initialize(build(*narrower), lossless_template(source), depth="first", width="select")
+    expected = get_initializer("weight_selection")(build(*narrower), source).state_dict()
     for name, value in built.state_dict().items():
         if value.is_floating_point():
             assert_close_rel(value, expected[name], msg=name)
     with pytest.raises(ValueError, match=r"width='select' keeps .* so the target must not be wider"):
-        initialize(build(1, 192) if family == "vit" else build(1, 64), lossless_template(source), width="select")
+        initialize(build(*wider), lossless_template(source), width="select")
 
 
 def test_a_resnets_lossless_template_holds_every_stage_and_selects_like_weight_selection():

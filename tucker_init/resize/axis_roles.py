@@ -23,7 +23,7 @@ import torch
 from backbones.axes import AxisRole
 
 from ..templates.layout import ModelLayout
-from .axis_maps import AxisMap, width_map
+from .axis_maps import AxisMap, uniform_indices, width_map
 
 if TYPE_CHECKING:
     from .plan import GroupMatch
@@ -95,7 +95,13 @@ class AxisRoles:
         fresh = channels.fresh[first]
         whole = (lo % head_dim == 0) & (rows == lo[:, None] + offsets).all(dim=1)
         if not bool((whole | fresh).all()):
-            return None
+            if bool(fresh.any()) or per_chunk_new > per_chunk:
+                return None
+            # Evenly spaced channels (width 'select') mix heads, as weight selection does; its rule
+            # for a per-head tensor is the same uniform selection, over heads.
+            heads = uniform_indices(per_chunk, per_chunk_new)
+            zeros = torch.zeros(per_chunk_new, dtype=torch.float64)
+            return AxisMap(heads, heads, zeros, torch.zeros_like(fresh), per_chunk).tile(n // per_chunk)
         heads = torch.where(fresh, torch.zeros_like(lo), lo // head_dim)
         zeros = torch.zeros(per_chunk_new, dtype=torch.float64)
         return AxisMap(heads, heads, zeros, fresh.clone(), per_chunk).tile(n // per_chunk)
