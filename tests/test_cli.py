@@ -9,7 +9,7 @@ import pytest
 import torch
 from _models import RTOL, assert_close_rel
 
-from tucker_init import load_template
+from tucker_init import factorize, load_template, save_template
 from tucker_init.cli import build_parser, main
 from tucker_init.pipeline import ModelSpec, load_model, save_model
 
@@ -213,6 +213,11 @@ def test_init_from_a_dense_model_is_weight_selection_at_its_width_and_reaches_wi
     assert main([*source, *wider]) == 0
     assert load_model(tmp_path / "w.safetensors")[0].embed_dim == 128
     capsys.readouterr()
+    template = tmp_path / "t.safetensors"
+    save_template(template, factorize(dense, ranks="full"))
+    with pytest.raises(SystemExit):
+        main(["init", "--from-dense", str(template), *TINY, "--out", str(tmp_path / "x.safetensors")])
+    assert "is a template file, not a dense model" in capsys.readouterr().err
     missing = ["init", "--from-dense", str(tmp_path / "none.safetensors"), *TINY]
     with pytest.raises(SystemExit) as exit_info:
         main([*missing, "--out", str(tmp_path / "x.safetensors")])

@@ -4,10 +4,11 @@ recommends) that the demo runs beside the Tucker MAE template."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from _models import RTOL, assert_close_rel
 
-from tucker_init.demo import NOISE_POINTS, TEMPLATE, _init_once, lossless_rules, verdict
+from tucker_init.demo import NOISE_POINTS, TEMPLATE, _check_settings, _init_once, lossless_rules, verdict
 from tucker_init.pipeline import load_model, save_model
 
 
@@ -40,3 +41,11 @@ def test_the_compress_start_is_the_dense_model_at_its_size_and_reaches_deeper_wi
     deeper_wider = TEMPLATE.with_size(8, 192)
     model, spec = load_model(_init_once(deeper_wider, "compress", sources, tmp_path / "wide", seed=0))
     assert spec == deeper_wider and len(model.blocks) == 8 and model.embed_dim == 192
+
+
+def test_a_demo_folder_run_with_other_settings_is_refused_not_reused(tmp_path):
+    settings = {"seed": 0, "pretrain_steps": 200, "lossless_rules": {"vit-L3w64": {"width": "select"}}}
+    _check_settings(tmp_path, settings)
+    _check_settings(tmp_path, dict(settings))  # the same settings: its finished stages are reused
+    with pytest.raises(ValueError, match=r"other settings \(pretrain_steps 200 -> 1000\): pass another --out"):
+        _check_settings(tmp_path, {**settings, "pretrain_steps": 1000})

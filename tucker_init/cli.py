@@ -213,7 +213,8 @@ def _add_init(sub: Any) -> None:
         "--from-dense",
         metavar="MODEL",
         help="a dense model instead (a model file from `pretrain --dense` / `finetune`, or a timm name with "
-        "pre-trained weights), held by its lossless template; with --depth-rule first it is weight selection",
+        "pre-trained weights), held by its lossless template; with --depth-rule first --width-rule select it is "
+        "weight selection's model",
     )
     _add_model(p)
     p.add_argument("--depth-rule", default="interpolate", choices=list(DEPTH_RULES))

@@ -1,10 +1,11 @@
 """The README's demo: pre-train a small ViT template with masked image modeling, and beside it a
 dense MAE model of the same size for the same steps; initialize three target sizes from each
 (the dense model through its lossless template, the path that measured best in the README's
-equal-cost benchmark), fine-tune every start next to a randomly initialized twin, print the table
-and write the results (``demo.json``: table rows, accuracy curves, provenance, the template's
-path). Every stage is skipped when its output exists, so an interrupted demo picks up where it
-stopped. The table files and figures are drawn from ``demo.json`` by
+equal-cost benchmark with its longer sources), fine-tune every start next to a randomly
+initialized twin, print the table and write the results (``demo.json``: table rows, accuracy
+curves, provenance, the template's path). Every stage is skipped when its output exists, so an
+interrupted demo picks up where it stopped; ``demo_settings.json`` refuses a folder whose stages
+ran with other settings. The table files and figures are drawn from ``demo.json`` by
 ``python -m analysis.demo_plots`` (``scripts/demo.sh`` runs both): the core draws nothing.
 """
 
@@ -57,6 +58,25 @@ def lossless_rules(source: ModelSpec, target: ModelSpec) -> dict[str, str]:
         "depth": "first" if target.depth <= source.depth else "interpolate",
         "width": "select" if target.width <= source.width else "interpolate",
     }
+
+
+def _check_settings(out: Path, settings: dict[str, Any]) -> None:
+    """Record ``settings`` in ``out/demo_settings.json``, or refuse an output folder whose finished
+    stages were run with other ones (they would be reused as they are, under a wrong provenance).
+
+    Raises:
+        ValueError: ``out`` holds a demo run with other settings (named, with both values).
+    """
+    path = out / "demo_settings.json"
+    if path.is_file():
+        before = json.loads(path.read_text())
+        changed = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
+        if changed:
+            said = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
+            raise ValueError(f"{out} holds a demo run with other settings ({said}): pass another --out or remove it")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=1))
 
 
 def _params(model: Any) -> int:
@@ -161,6 +181,10 @@ def run_demo(
     pre_steps, ft_steps, batch, test_subset = (200, 60, 64, 2000) if quick else (1000, 200, 64, 5000)
     command = "python -m tucker_init demo" + (" --quick" if quick else "")
     start = time.perf_counter()
+    targets = [TEMPLATE.with_size(depth, width) for depth, width in DEMO_TARGETS]
+    rules = {spec.name: lossless_rules(TEMPLATE, spec) for spec in targets}
+    budgets = {"pretrain_steps": pre_steps, "finetune_steps": ft_steps, "batch": batch, "test_subset": test_subset}
+    _check_settings(out, {"seed": seed, "data": data, **budgets, "lossless_rules": rules})
     print(f"[demo] data: {data}; template: {TEMPLATE.name} ranks {TEMPLATE_RANKS}; output: {out}", flush=True)
 
     print(f"[1/3] MAE pre-training for {pre_steps} steps: the template, then a dense model of its size", flush=True)
@@ -169,8 +193,7 @@ def run_demo(
         "compress": _pretrain_once(out / "pretrain_dense", True, pre_steps, seed, device, data),
     }
     rows, curves = [], {}
-    for depth, width in DEMO_TARGETS:
-        spec = TEMPLATE.with_size(depth, width)
+    for spec in targets:
         print(f"[2/3] {spec.name}: initialize, then fine-tune each start for {ft_steps} steps", flush=True)
         top1 = {}
         for method in DEMO_METHODS:

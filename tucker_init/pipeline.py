@@ -30,6 +30,7 @@ from .resize.learn import LearnConfig
 from .resize.plan import PLAN_DEPTH_RULES
 from .resize.report import InitReport
 from .templates.factorized import FactorizedModel, factorize
+from .templates.io import FORMAT as TEMPLATE_FORMAT
 from .templates.io import read_safetensors, save_template, write_model_card, write_safetensors_atomic
 from .templates.kinds import get_kind
 from .templates.template import WeightTemplate, as_template
@@ -170,13 +171,20 @@ def load_dense(source: str | os.PathLike | nn.Module, argument: str = "teacher")
 def lossless_template(source: str | os.PathLike | nn.Module, argument: str = "source") -> FactorizedModel:
     """A dense model (as :func:`load_dense` takes it) held by its lossless template,
     ``factorize(model, ranks="full", share=False)``: the path that measured best in the README's
-    equal-cost benchmark. A core per weight group, since a lossless template has nothing to share
-    and a CNN's stages differ in size (a ViT has one group). Initialized with depth ``first`` and
-    width ``slice`` at the model's own width, it is weight selection's model.
+    equal-cost benchmark with its longer sources. A core per weight group, since a lossless
+    template has nothing to share and a CNN's stages differ in size (a ViT has one group).
+    Initialized with depth ``first`` and width ``select`` (at or below the model's width) it is
+    weight selection's model; wider targets take width ``interpolate``.
 
     Raises:
-        TypeError, ValueError: as :func:`load_dense`.
+        TypeError, ValueError: as :func:`load_dense`; ValueError for a template file (it is one
+            already: initialize from it directly, ``--template`` on the command line).
     """
+    if isinstance(source, str | os.PathLike) and _file_format(Path(source)) == TEMPLATE_FORMAT:
+        raise ValueError(
+            f"{argument} {str(source)!r} is a template file, not a dense model: initialize from it directly "
+            "(the command line's --template)"
+        )
     return factorize(load_dense(source, argument), ranks="full", share=False)
 
 

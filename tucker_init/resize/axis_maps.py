@@ -120,7 +120,10 @@ def _evenly_spaced(n_in: int, n_out: int) -> Tensor:
 
 def uniform_indices(n_in: int, n_out: int) -> Tensor:
     """Evenly spaced indices of ``n_out`` out of ``n_in`` elements (weight selection, Xu et al.
-    2023): every ``n_in // n_out``-th element when it divides, else ``round(linspace(0, n_in-1, n_out))``."""
+    2023): every ``n_in // n_out``-th element when it divides, else ``round(linspace(0, n_in-1, n_out))``.
+    Width ``select`` uses it so that a lossless template builds weight selection's model; depth
+    ``select`` keeps :func:`_evenly_spaced` (first and last layer kept: 12 -> 6 gives
+    0, 2, 4, 7, 9, 11 where this gives 0, 2, ..., 10)."""
     if n_out > n_in:
         raise ValueError(f"uniform selection needs n_out <= n_in, found n_out={n_out} > n_in={n_in}")
     if n_in % n_out == 0:

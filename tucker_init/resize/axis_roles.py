@@ -6,7 +6,8 @@ An adapter says what an axis of a dense tensor indexes (:class:`backbones.axes.A
   width map tiled k times (a Swin patch merging's input: 4 copies of the previous stage);
 - ``heads`` of sequence s, ``head_dim`` channels each: the heads whose channels the group's width
   map keeps, in their order (slice: the first heads of each chunk of d); under ``interpolate``
-  the heads of each chunk are interpolated linearly, like the channels;
+  the heads of each chunk are interpolated linearly, like the channels; under ``select``, whose
+  evenly spaced channels mix heads, evenly spaced heads (weight selection's rule for them);
 - ``depth`` of sequence s: one entry per block, mapped by the group's depth map.
 
 Each role resolves against the one group of its sequence (Swin stages, a ViT's blocks); a
@@ -81,7 +82,8 @@ class AxisRoles:
 
     @staticmethod
     def _heads_map(head_dim: int, n: int, d: int, d_new: int, channels: AxisMap) -> AxisMap | None:
-        """``n`` heads of ``head_dim`` channels: per chunk of d, the heads the channel map keeps."""
+        """``n`` heads of ``head_dim`` channels: per chunk of d, the heads the channel map keeps;
+        where it keeps evenly spaced channels that mix heads (width ``select``), evenly spaced heads."""
         if d % head_dim or d_new % head_dim or (n * head_dim) % d:
             return None  # heads would straddle chunks of d; the adapter's check_target says so
         per_chunk, per_chunk_new = d // head_dim, d_new // head_dim
