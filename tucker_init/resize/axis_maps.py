@@ -49,6 +49,14 @@ class AxisMap:
         object.__setattr__(self, "is_selection", bool((self.t == 0).all()))
         object.__setattr__(self, "has_fresh", bool(self.fresh.any()))
 
+    @classmethod
+    def selection(cls, lo: Tensor, n_in: int, fresh: Tensor | None = None) -> AxisMap:
+        """The map that takes source row ``lo[j]`` as output row j (no interpolation); ``fresh``
+        (default none) marks rows without a source."""
+        n_out = int(lo.numel())
+        fresh = torch.zeros(n_out, dtype=torch.bool) if fresh is None else fresh
+        return cls(lo, lo, torch.zeros(n_out, dtype=torch.float64), fresh, n_in)
+
     @property
     def n_out(self) -> int:
         return int(self.lo.numel())
@@ -143,10 +151,10 @@ def depth_map(n_in: int, n_out: int, rule: str) -> AxisMap:
                 "deeper; use depth='select' or 'interpolate' for deeper targets"
             )
         lo = torch.arange(n_out)
-        return AxisMap(lo, lo, torch.zeros(n_out, dtype=torch.float64), torch.zeros(n_out, dtype=torch.bool), n_in)
+        return AxisMap.selection(lo, n_in)
     if rule == "select":
         lo = _evenly_spaced(n_in, n_out)
-        return AxisMap(lo, lo, torch.zeros(n_out, dtype=torch.float64), torch.zeros(n_out, dtype=torch.bool), n_in)
+        return AxisMap.selection(lo, n_in)
     return _interpolation(n_in, n_out)
 
 
@@ -166,11 +174,11 @@ def width_map(n_in: int, n_out: int, rule: str) -> AxisMap:
                 "target must not be wider; use width='slice' or 'interpolate' for wider targets"
             )
         lo = uniform_indices(n_in, n_out)
-        return AxisMap(lo, lo, torch.zeros(n_out, dtype=torch.float64), torch.zeros(n_out, dtype=torch.bool), n_in)
+        return AxisMap.selection(lo, n_in)
     j = torch.arange(n_out, dtype=torch.int64)
     fresh = j >= n_in
     lo = torch.where(fresh, torch.zeros_like(j), j)
-    return AxisMap(lo, lo, torch.zeros(n_out, dtype=torch.float64), fresh, n_in)
+    return AxisMap.selection(lo, n_in, fresh)
 
 
 def _random_rows(like: Tensor, rows: int, dim: int, generator: torch.Generator, per_column: bool) -> Tensor:

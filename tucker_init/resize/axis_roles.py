@@ -101,9 +101,6 @@ class AxisRoles:
                 return None
             # Evenly spaced channels (width 'select') mix heads, as weight selection does; its rule
             # for a per-head tensor is the same uniform selection, over heads.
-            heads = uniform_indices(per_chunk, per_chunk_new)
-            zeros = torch.zeros(per_chunk_new, dtype=torch.float64)
-            return AxisMap(heads, heads, zeros, torch.zeros_like(fresh), per_chunk).tile(n // per_chunk)
+            return AxisMap.selection(uniform_indices(per_chunk, per_chunk_new), per_chunk).tile(n // per_chunk)
         heads = torch.where(fresh, torch.zeros_like(lo), lo // head_dim)
-        zeros = torch.zeros(per_chunk_new, dtype=torch.float64)
-        return AxisMap(heads, heads, zeros, fresh.clone(), per_chunk).tile(n // per_chunk)
+        return AxisMap.selection(heads, per_chunk, fresh.clone()).tile(n // per_chunk)
