@@ -8,8 +8,8 @@ import pytest
 import torch
 from _models import RTOL, assert_close_rel
 
-from tucker_init.demo import NOISE_POINTS, TEMPLATE, _check_settings, _init_once, lossless_rules, verdict
-from tucker_init.pipeline import load_model, save_model
+from tucker_init.demo import NOISE_POINTS, TEMPLATE, _check_settings, _init_once, verdict
+from tucker_init.pipeline import load_model, lossless_rules, save_model
 
 
 def test_the_demo_table_says_when_a_gap_is_noise():

@@ -17,11 +17,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .pipeline import ModelSpec, finetune_model, init_model, load_model, lossless_template, pretrain, save_model
+from .pipeline import (
+    ModelSpec,
+    finetune_model,
+    init_model,
+    load_model,
+    lossless_rules,
+    lossless_template,
+    pretrain,
+    save_model,
+)
 from .training import TrainResult
 from .training.data import default_dataset
 
-__all__ = ["DEMO_METHODS", "DEMO_RESULTS", "DEMO_TARGETS", "lossless_rules", "run_demo"]
+__all__ = ["DEMO_METHODS", "DEMO_RESULTS", "DEMO_TARGETS", "run_demo"]
 
 TEMPLATE = ModelSpec("vit", depth=6, width=128)
 TEMPLATE_RANKS = (36, 64, 64)
@@ -47,17 +56,6 @@ def verdict(delta: float, quick: bool, name: str = "template") -> str:
     if abs(delta) < NOISE_POINTS:
         return f"{name} within one seed's noise"
     return f"{name} ahead" if delta > 0 else f"random init ahead of {name}"
-
-
-def lossless_rules(source: ModelSpec, target: ModelSpec) -> dict[str, str]:
-    """The ``initialize`` rules for a dense model's lossless template that the README recommends:
-    weight selection's two, depth ``first`` and width ``select`` (evenly spaced channels), where
-    they reach; ``interpolate`` for a deeper or a wider target (the extra channels blends of
-    trained ones rather than random)."""
-    return {
-        "depth": "first" if target.depth <= source.depth else "interpolate",
-        "width": "select" if target.width <= source.width else "interpolate",
-    }
 
 
 def _check_settings(out: Path, settings: dict[str, Any]) -> None:
@@ -145,9 +143,10 @@ def _row(spec: ModelSpec, top1: dict[str, float], quick: bool) -> dict[str, Any]
     """One table row: every start's top-1, each pre-trained start's gap to random init and its verdict."""
     row: dict[str, Any] = {"size": spec.name, "params": _params(spec.build())}
     row.update({f"{method}_top1": round(top1[method], 2) for method in DEMO_METHODS})
-    for method in ("template", "compress"):
+    pretrained = [m for m in DEMO_METHODS if m != "random"]
+    for method in pretrained:
         row[f"{method}_delta"] = round(top1[method] - top1["random"], 2)
-    row["verdict"] = "; ".join(verdict(row[f"{m}_delta"], quick, m) for m in ("template", "compress"))
+    row["verdict"] = "; ".join(verdict(row[f"{m}_delta"], quick, m) for m in pretrained)
     return row
 
 

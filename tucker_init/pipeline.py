@@ -50,6 +50,7 @@ __all__ = [
     "init_model",
     "load_dense",
     "load_model",
+    "lossless_rules",
     "lossless_template",
     "make_loaders",
     "make_train_loader",
@@ -186,6 +187,17 @@ def lossless_template(source: str | os.PathLike | nn.Module, argument: str = "so
             "(the command line's --template)"
         )
     return factorize(load_dense(source, argument), ranks="full", share=False)
+
+
+def lossless_rules(source: ModelSpec, target: ModelSpec) -> dict[str, str]:
+    """The ``initialize`` rules for a dense model's :func:`lossless_template` that the README recommends:
+    weight selection's two, depth ``first`` and width ``select`` (evenly spaced channels), where
+    they reach; ``interpolate`` for a deeper or a wider target (the extra channels blends of
+    trained ones rather than random)."""
+    return {
+        "depth": "first" if target.depth <= source.depth else "interpolate",
+        "width": "select" if target.width <= source.width else "interpolate",
+    }
 
 
 def weights_fingerprint(model: nn.Module) -> str:
