@@ -51,8 +51,12 @@ class AxisMap:
 
     @classmethod
     def selection(cls, lo: Tensor, n_in: int, fresh: Tensor | None = None) -> AxisMap:
-        """The map that takes source row ``lo[j]`` as output row j (no interpolation); ``fresh``
-        (default none) marks rows without a source."""
+        """The map that takes source row ``lo[j]`` as output row j (no interpolation).
+
+        Args:
+            lo: ``(n_out,)`` int64 source indices. n_in: size of the source axis.
+            fresh: ``(n_out,)`` bool, rows without a source (default: none).
+        """
         n_out = int(lo.numel())
         fresh = torch.zeros(n_out, dtype=torch.bool) if fresh is None else fresh
         return cls(lo, lo, torch.zeros(n_out, dtype=torch.float64), fresh, n_in)
@@ -127,7 +131,7 @@ def _evenly_spaced(n_in: int, n_out: int) -> Tensor:
 
 
 def uniform_indices(n_in: int, n_out: int) -> Tensor:
-    """Evenly spaced indices of ``n_out`` out of ``n_in`` elements (weight selection, Xu et al.
+    """Evenly spaced indices ``(n_out,)`` int64 of ``n_out`` out of ``n_in`` elements (weight selection, Xu et al.
     2023): every ``n_in // n_out``-th element when it divides, else ``round(linspace(0, n_in-1, n_out))``.
     Width ``select`` uses it so that a lossless template builds weight selection's model; depth
     ``select`` keeps :func:`_evenly_spaced` (first and last layer kept: 12 -> 6 gives
