@@ -31,6 +31,9 @@ source serves every target it can reach; methods:
 - ``tucker_compress_wide``: the same, but a target wider than the source gets width
   ``interpolate`` (its extra channels blend trained neighbours) instead of ``slice`` (random rows);
   at or below the source's width it is ``tucker_compress`` exactly.
+- ``tucker_compress_zero``: weight selection's rules below the source's width (as
+  ``tucker_compress_select``); wider, width ``zero_fanout``: the source's weights in place, the new
+  channels written by random rows and read by nothing yet (zero input columns).
 - ``tucker_compress_select``: weight selection's two rules on the same lossless template: depth
   ``first`` and width ``select`` (evenly spaced channels), so below the source's width it is weight
   selection's model (exactly at integer width ratios); wider, width ``interpolate`` as
@@ -41,6 +44,7 @@ source serves every target it can reach; methods:
   ``first``. Untrained (0 refine steps) it builds exactly weight selection's model at the source
   width and that model's first channels below it. ViTs only (its sub-networks are trained through
   one shared core, and a ResNet's weight groups have different sizes: no one core holds it losslessly).
+- ``kronecker_zero``: the Kronecker template's own source, wider targets with width ``zero_fanout``.
 - ``direct``: each target pre-trained itself with MAE for the dense source's steps (each target
   pays its own; serving all five ViTs pays the sum).
 
@@ -116,6 +120,8 @@ METHODS = (
     "tucker_compress_wide",
     "tucker_compress_select",
     "tucker_compress_subnet",
+    "tucker_compress_zero",
+    "kronecker_zero",
     "direct",
 )
 # Methods that start from another method's source (same source, same cost).
@@ -125,6 +131,8 @@ SHARED_SOURCE = {
     "tucker_compress": "dense_mae",
     "tucker_compress_wide": "dense_mae",
     "tucker_compress_select": "dense_mae",
+    "tucker_compress_zero": "dense_mae",
+    "kronecker_zero": "kronecker",
     "tucker_mae_select": "tucker_mae",
     "tucker_mae_first": "tucker_mae",
     "tucker_mae_learned": "tucker_mae",
@@ -143,6 +151,8 @@ INIT_OPTIONS = {
     "tucker_compress_wide": {"depth": "first", "wider_width": "interpolate"},
     "tucker_compress_select": {"depth": "first", "width": "select", "wider_width": "interpolate"},
     "tucker_compress_subnet": {"depth": "first"},
+    "tucker_compress_zero": {"depth": "first", "width": "select", "wider_width": "zero_fanout"},
+    "kronecker_zero": {"width": "zero_fanout"},
 }
 CSV_COLUMNS = ("target", "method", "recipe", "seed", "top1", "pretrain_cost", "top1_at_3_4", "family", "steps")
 
@@ -387,7 +397,7 @@ def init_target(
         options = init_options(method, target, family)
         if "learn_epochs" in options:
             return learned_scalers(model, template, options["learn_epochs"], target, seed, preset)
-        kind = "kronecker" if method == "kronecker" else "tucker"
+        kind = "kronecker" if source_of(method) == "kronecker" else "tucker"
         return get_initializer(kind)(model, template, seed=seed, **options)
     except ValueError as err:  # e.g. Kronecker templates and ResNet width changes
         log(f"  {method} cannot initialize {_size(target)}: {err}")

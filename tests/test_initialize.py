@@ -336,8 +336,12 @@ def test_resnet_width_change_keeps_channels_aligned(channels, stem):
     with torch.no_grad():
         assert torch.isfinite(target(IMAGES)).all()
     interpolated = initialize(_deep_stem(channels, stem), fm, width="interpolate")
+    zeroed = initialize(_deep_stem(channels, stem), fm, width="zero_fanout")
     with torch.no_grad():
-        assert torch.isfinite(interpolated(IMAGES)).all()
+        assert torch.isfinite(interpolated(IMAGES)).all() and torch.isfinite(zeroed(IMAGES)).all()
+    # The head reads none of the channels zero_fanout adds: one zero column per new channel.
+    new_columns = zeroed.fc.weight.shape[1] - src["fc.weight"].shape[1]
+    assert int((zeroed.fc.weight == 0).all(dim=0).sum()) == max(new_columns, 0)
 
 
 def test_other_image_and_patch_size_resamples_embeddings(template):
@@ -372,6 +376,33 @@ def test_lossless_template_widens_by_interpolating_every_channel_axis():
         expected = grow.tile(w.shape[0] // 64).apply(grow.tile(w.shape[1] // 64).apply(w, 1), 0)
         assert_close_rel(new[name], expected, msg=name)
     assert_close_rel(new["norm.weight"], grow.apply(own["norm.weight"].detach(), 0))
+
+
+@pytest.mark.parametrize("kind", ["tucker", "kronecker"])
+def test_zero_fanout_adds_channels_nothing_reads(kind):
+    # width="zero_fanout" on a wider target: every source weight kept in its place, the weights
+    # that write the new channels random, and every weight that reads one (qkv, proj, fc1, fc2,
+    # head columns) zero; under "slice" the readers are random instead.
+    source = perturb(vit(2, 128), seed=6)
+    ranks = "full" if kind == "tucker" else (64, 8, 8)  # a Kronecker template of 8x8 blocks is lossless at k=64
+    template = factorize(source, ranks=ranks, method=kind)
+    wide = initialize(vit(2, 192, seed=3), template, depth="first", width="zero_fanout")
+    sliced = initialize(vit(2, 192, seed=3), template, depth="first", width="slice")
+    own, new, rnd = dict(source.named_parameters()), dict(wide.named_parameters()), dict(sliced.named_parameters())
+    chunks = {"attn.qkv": (3, 1), "attn.proj": (1, 1), "mlp.fc1": (4, 1), "mlp.fc2": (1, 4)}
+    for layer, (out_chunks, in_chunks) in chunks.items():
+        name = f"blocks.1.{layer}.weight"
+        w = new[name].detach().reshape(out_chunks, 192, in_chunks, 192)
+        kept = own[name].detach().reshape(out_chunks, 128, in_chunks, 128)
+        assert_close_rel(w[:, :128, :, :128], kept, scale=kept.abs().max(), rtol=1e-5, msg=name)
+        assert (w[..., 128:] == 0).all(), f"{name} reads a new channel"
+        assert w[:, 128:, :, :128].abs().max() > 0, f"{name} writes nothing into the new channels"
+        assert rnd[name].detach().reshape(out_chunks, 192, in_chunks, 192)[..., 128:].abs().max() > 0
+    head = new["head.weight"].detach()
+    assert (head[:, 128:] == 0).all() and rnd["head.weight"].detach()[:, 128:].abs().max() > 0
+    assert_close_rel(head[:, :128], own["head.weight"].detach())
+    out = wide(IMAGES)
+    assert out.shape == (8, 10) and torch.isfinite(out).all()
 
 
 def test_depth_rule_first_keeps_the_first_layers():

@@ -18,7 +18,7 @@ from ..validation import check_choice
 __all__ = ["DEPTH_RULES", "WIDTH_RULES", "AxisMap", "depth_map", "map_width", "uniform_indices", "width_map"]
 
 DEPTH_RULES = ("select", "first", "interpolate", "learn")
-WIDTH_RULES = ("slice", "select", "interpolate", "learn")
+WIDTH_RULES = ("slice", "select", "interpolate", "zero_fanout", "learn")
 
 
 @dataclass(frozen=True)
@@ -26,11 +26,14 @@ class AxisMap:
     """A linear map along one axis: ``out[j] = (1 - t[j]) * src[lo[j]] + t[j] * src[hi[j]]``.
 
     Rows with ``fresh[j]`` have no source (a width larger than the source's under ``slice``);
-    their value is supplied by the caller (random scaler rows, or the target's own init).
+    their value is supplied by the caller (random scaler rows, or the target's own init). With
+    ``zero_fanout`` (width rule ``zero_fanout``) the weights that *read* a fresh channel start at
+    zero instead, so the new channels change no output until training makes them.
 
     Attributes:
         lo, hi: ``(n_out,)`` int64 source indices. t: ``(n_out,)`` float64 weights in [0, 1).
         fresh: ``(n_out,)`` bool. n_in: size of the source axis.
+        zero_fanout: the readers of fresh channels start at zero.
     """
 
     lo: Tensor
@@ -38,6 +41,7 @@ class AxisMap:
     t: Tensor
     fresh: Tensor
     n_in: int
+    zero_fanout: bool = False
     # Computed once here: apply() runs every training step when a plan is reused, and reading a
     # flag off a tensor on an accelerator would wait for it each time.
     is_selection: bool = field(init=False, repr=False, compare=False)
@@ -107,6 +111,7 @@ class AxisMap:
             t=self.t.repeat(chunks),
             fresh=self.fresh.repeat(chunks),
             n_in=self.n_in * chunks,
+            zero_fanout=self.zero_fanout,
         )
 
 
@@ -167,6 +172,8 @@ def width_map(n_in: int, n_out: int, rule: str) -> AxisMap:
 
     ``slice`` keeps the first ``min(d, d')`` channels; for d' > d the remaining rows are fresh.
     ``select`` keeps evenly spaced channels (:func:`uniform_indices`, weight selection's rule; d' <= d).
+    ``zero_fanout`` is ``slice`` whose fresh channels nothing reads yet: the weights that read them
+    start at zero (:attr:`AxisMap.zero_fanout`), the weights that write them at random.
     """
     check_choice("width", rule, WIDTH_RULES)
     if rule == "interpolate":
@@ -182,7 +189,7 @@ def width_map(n_in: int, n_out: int, rule: str) -> AxisMap:
     j = torch.arange(n_out, dtype=torch.int64)
     fresh = j >= n_in
     lo = torch.where(fresh, torch.zeros_like(j), j)
-    return AxisMap.selection(lo, n_in, fresh)
+    return replace(AxisMap.selection(lo, n_in, fresh), zero_fanout=rule == "zero_fanout")
 
 
 def _random_rows(like: Tensor, rows: int, dim: int, generator: torch.Generator, per_column: bool) -> Tensor:
@@ -195,12 +202,19 @@ def _random_rows(like: Tensor, rows: int, dim: int, generator: torch.Generator, 
     return noise * like.std(unbiased=False)
 
 
-def map_width(x: Tensor, dim: int, wmap: AxisMap, generator: torch.Generator, per_column: bool) -> Tensor:
+def map_width(
+    x: Tensor, dim: int, wmap: AxisMap, generator: torch.Generator, per_column: bool, reads: bool = False
+) -> Tensor:
     """Apply ``wmap`` along ``dim``; its fresh rows get random values of ``x``'s scale (per
-    column of a matrix with ``per_column``), drawn from ``generator``."""
+    column of a matrix with ``per_column``), drawn from ``generator``, or zeros when ``x``'s
+    ``dim`` is the input side of the weights (``reads``) and the map is ``zero_fanout``."""
     out = wmap.apply(x, dim)
     if wmap.has_fresh:
-        new = _random_rows(x, int(wmap.fresh.sum()), dim, generator, per_column)
+        rows = int(wmap.fresh.sum())
+        if reads and wmap.zero_fanout:
+            new = x.new_zeros([rows if i == dim else n for i, n in enumerate(x.shape)])
+        else:
+            new = _random_rows(x, rows, dim, generator, per_column)
         index = wmap.fresh.nonzero().flatten().to(x.device)
         out = out.index_copy(dim, index, new.to(x.device))
     return out

@@ -11,7 +11,10 @@ and a target whose matching groups have depth L' and width d', new scalers are d
   axes of S): ``slice`` keeps the first d' rows; for d' > d it keeps all d rows and appends
   ``d' - d`` random rows drawn with each column's standard deviation (Kronecker: S's standard
   deviation), so the new channels have weights of the usual magnitude; ``interpolate`` resamples
-  the rows linearly (Tucker only); ``learn`` starts from ``slice`` and trains.
+  the rows linearly (Tucker only); ``zero_fanout`` is ``slice`` with the new rows of V (the
+  input side; Kronecker: S's q axis) at zero, so no templated weight reads a new channel yet
+  (the remainder's readers, e.g. the head, start at zero there too); ``learn`` starts from
+  ``slice`` and trains.
 
 The dense remainder is mapped by the same rules (:mod:`tucker_init.resize.remainder`). The steps:
 :func:`~tucker_init.resize.plan.plan_resize` (every check), then for ``learn`` training the
@@ -79,9 +82,10 @@ def initialize(
         depth: ``"select"`` | ``"first"`` | ``"interpolate"`` | ``"learn"``: how the depth scaler
             ``X (L*S, r1)`` becomes ``X' (L'*S, r1)``; block-level remainder tensors follow the same map.
         width: ``"slice"`` (the first d' rows) | ``"select"`` (evenly spaced rows, weight
-            selection's rule; not for wider targets) | ``"interpolate"`` | ``"learn"``: how
-            ``U, V (d, r)`` become ``(d', r)``; remainder channel axes follow the same map.
-            Kronecker: ``slice`` / ``learn``.
+            selection's rule; not for wider targets) | ``"interpolate"`` | ``"zero_fanout"``
+            (``slice`` whose new channels nothing reads yet: the weights reading them start at
+            zero) | ``"learn"``: how ``U, V (d, r)`` become ``(d', r)``; remainder channel axes
+            follow the same map. Kronecker: ``slice`` / ``zero_fanout`` / ``learn``.
         learn: a :class:`LearnConfig` (or dict of its fields) to train new scalers before writing
             the weights. Trained are the scalers whose rule is ``"learn"`` (X for depth, U and V
             for width; Kronecker S for either), or all of them when neither rule is ``"learn"``.

@@ -296,8 +296,8 @@ def tucker_init(
     adapter: BackboneAdapter | str | None = None,
     seed: int = 0,
 ) -> nn.Module | tuple[nn.Module, InitReport]:
-    """A Tucker template with the depth rule (``select`` / ``interpolate``) and the width rule
-    (``slice`` / ``select`` / ``interpolate``); nothing is learned."""
+    """A Tucker template with the depth rule (``select`` / ``first`` / ``interpolate``) and the width
+    rule (``slice`` / ``select`` / ``interpolate`` / ``zero_fanout``); nothing is learned."""
     if "learn" in (depth, width):
         raise ValueError(
             f"the 'tucker' initializer learns nothing; found depth={depth!r}, width={width!r}: "
@@ -338,8 +338,8 @@ def kronecker_init(
     adapter: BackboneAdapter | str | None = None,
     seed: int = 0,
 ) -> nn.Module | tuple[nn.Module, InitReport]:
-    """A Kronecker template (WAVE / WeiT): coefficients by the depth rule and width ``slice``;
-    learned (all of them unless a rule says ``learn``) when ``learn`` is given."""
+    """A Kronecker template (WAVE / WeiT): coefficients by the depth rule and width ``slice`` or
+    ``zero_fanout``; learned (all of them unless a rule says ``learn``) when ``learn`` is given."""
     options = {"learn": learn, "return_report": return_report, "adapter": adapter, "seed": seed}
     return _from_template(target_model, source, "kronecker", "kronecker", depth=depth, width=width, **options)
 

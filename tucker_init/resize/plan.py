@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 PLAN_DEPTH_RULES = ("select", "first", "interpolate")
-PLAN_WIDTH_RULES = ("slice", "select", "interpolate")
+PLAN_WIDTH_RULES = ("slice", "select", "interpolate", "zero_fanout")
 """The rules a plan resizes by; ``learn`` is :func:`~tucker_init.initialize`'s (it trains the
 scalers, starting from ``interpolate`` / ``slice``)."""
 
@@ -321,7 +321,8 @@ def plan_resize(
         source: a :class:`~tucker_init.WeightTemplate` or a :class:`~tucker_init.FactorizedModel`.
         target: a model of the source's family, of any depth and width; it is not modified.
         depth: ``"select"`` | ``"first"`` | ``"interpolate"``: how the L layers of a group become L'.
-        width: ``"slice"`` | ``"select"`` | ``"interpolate"``: how d channels become d'.
+        width: ``"slice"`` | ``"select"`` | ``"interpolate"`` | ``"zero_fanout"``: how d channels
+            become d' (``zero_fanout``: ``slice`` whose new channels nothing reads yet).
         adapter: the target's backbone adapter (required for templates of the generic family).
 
     Returns:

@@ -5,8 +5,10 @@ The remainder follows the templated weights' own rules, so the residual stream s
 block-level tensor follows the depth map of its group, and each channel axis of size ``a*d``
 follows the group's width map applied to each of its ``a`` chunks of d (the 4 chunks of a ViT's
 MLP hidden layer, the 3 of ``qkv.bias``). Channels the width map creates (d' > d under ``slice``)
-keep the target's own initialization. Axes that are not channel axes are resized by the adapter
-first (a ViT's position embedding and patch kernel for another image or patch size).
+keep the target's own initialization; under ``zero_fanout`` the weights that read them (the input
+axis of a Linear or convolution, e.g. the head's new columns) start at zero instead. Axes that are
+not channel axes are resized by the adapter first (a ViT's position embedding and patch kernel for
+another image or patch size).
 
 Which source tensors, blend weights and axis maps make each target tensor depends only on names
 and shapes, so it is worked out once (:func:`plan_remainder`); :func:`map_remainder` then applies
@@ -48,7 +50,8 @@ class TensorMap:
     ``(1 - t) * a + t * b`` with ``sources[1]`` (the two blocks around an interpolated depth),
     resized by the adapter on non-channel axes when ``resize``, then mapped axis by axis
     (``None``: that axis is kept). Entries set in ``fresh`` (bool, the target's shape) have no
-    source and keep the target's own values.
+    source and keep the target's own values; entries set in ``zero`` (a subset: weights reading
+    a channel that width ``zero_fanout`` created) are zero.
 
     Attributes:
         name: the target's state-dict key.
@@ -57,6 +60,7 @@ class TensorMap:
         resize: call ``adapter.resize_remainder`` first.
         maps: per axis of the (resized) source, an :class:`AxisMap` or ``None``.
         fresh: bool mask of the target's shape, or ``None`` when every entry has a source.
+        zero: bool mask of the target's shape, or ``None`` when no entry starts at zero.
         source: what the report says (one of :data:`~tucker_init.resize.report.SOURCES`).
     """
 
@@ -66,11 +70,13 @@ class TensorMap:
     resize: bool
     maps: tuple[AxisMap | None, ...]
     fresh: Tensor | None
+    zero: Tensor | None
     source: str
 
     def to(self, device: torch.device | str) -> TensorMap:
         maps = tuple(None if m is None else m.to(device) for m in self.maps)
-        return replace(self, maps=maps, fresh=None if self.fresh is None else self.fresh.to(device))
+        fresh, zero = (None if x is None else x.to(device) for x in (self.fresh, self.zero))
+        return replace(self, maps=maps, fresh=fresh, zero=zero)
 
     def apply(
         self, source_state: Mapping[str, Tensor], current: Tensor, target: nn.Module, adapter: BackboneAdapter
@@ -87,6 +93,8 @@ class TensorMap:
         value = value.to(device=current.device, dtype=current.dtype)
         if self.fresh is not None:  # the target's own init, a constant: no gradient to the target
             value = torch.where(self.fresh.to(current.device), current.detach(), value)
+        if self.zero is not None:
+            value = value.masked_fill(self.zero.to(current.device), 0.0)
         return value
 
 
@@ -167,10 +175,41 @@ def _fresh_mask(maps: Sequence[AxisMap | None], shape: torch.Size) -> Tensor | N
     return fresh if fresh.any() else None
 
 
+def _reading_axis(target: nn.Module, name: str) -> int | None:
+    """The input-channel axis of ``name`` when it is the weight of a Linear or convolution, else ``None``."""
+    module_name, _, leaf = name.rpartition(".")
+    if leaf != "weight":
+        return None
+    try:
+        module = target.get_submodule(module_name)
+    except AttributeError:
+        return None
+    return 1 if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) else None
+
+
+def _zero_mask(maps: Sequence[AxisMap | None], shape: torch.Size, axis: int | None) -> Tensor | None:
+    """The entries along ``axis`` that read a channel created by a ``zero_fanout`` map, or ``None``."""
+    amap = None if axis is None or axis >= len(maps) else maps[axis]
+    if amap is None or not (amap.zero_fanout and amap.has_fresh):
+        return None
+    view = [1] * len(shape)
+    view[axis] = -1
+    return amap.fresh.view(view).expand(shape).clone()
+
+
 def _tensor_map(
-    name: str, sources: tuple[str, ...], t: float, resize: bool, maps: list[AxisMap | None], current: Tensor, label: str
+    name: str,
+    sources: tuple[str, ...],
+    t: float,
+    resize: bool,
+    maps: list[AxisMap | None],
+    current: Tensor,
+    label: str,
+    target: nn.Module,
 ) -> TensorMap:
-    return TensorMap(name, sources, t, resize, tuple(maps), _fresh_mask(maps, current.shape), label)
+    fresh = _fresh_mask(maps, current.shape)
+    zero = _zero_mask(maps, current.shape, _reading_axis(target, name))
+    return TensorMap(name, sources, t, resize, tuple(maps), fresh, zero, label)
 
 
 def _changes(maps: Sequence[AxisMap | None]) -> tuple[bool, bool]:
@@ -223,7 +262,7 @@ def _plan_global(
     interp, changed = _changes(maps)
     interp |= resized is not None
     label = "interpolated" if interp else ("selected" if changed else "copied")
-    return _tensor_map(name, (name,), 0.0, resized is not None, maps, current, label), label, None
+    return _tensor_map(name, (name,), 0.0, resized is not None, maps, current, label, target), label, None
 
 
 def _plan_block(
@@ -263,7 +302,7 @@ def _plan_block(
     interp |= resized is not None
     label = "interpolated" if t or interp else ("selected" if changed or a_name != name else "copied")
     sources = (a_name, b_name) if t else (a_name,)
-    return _tensor_map(name, sources, t, resized is not None, maps, current, label), label, None
+    return _tensor_map(name, sources, t, resized is not None, maps, current, label, target), label, None
 
 
 def _enclosing_block(name: str, blocks: Mapping[str, Any]) -> str | None:

@@ -166,7 +166,7 @@ class KroneckerKind(TemplateKind):
         if rule in ("interpolate", "select") and d_new != d:
             raise ValueError(
                 f"width={rule!r} is not defined for Kronecker templates (it would mix channels "
-                "across template blocks); use width='slice' or 'learn'"
+                "across template blocks); use width='slice', 'zero_fanout' or 'learn'"
             )
 
     def unit_width_maps(self) -> bool:
@@ -182,12 +182,14 @@ class KroneckerKind(TemplateKind):
         target: GroupLayout,
         generator: torch.Generator,
     ) -> dict[str, Tensor]:
-        """The depth map over the layers of S; its two block axes sliced to ``d'/a`` and ``d'/b``."""
+        """The depth map over the layers of S; its two block axes sliced to ``d'/a`` and ``d'/b``
+        (new input blocks zero under ``zero_fanout``)."""
         _, a, b = ranks
         L, S = source.depth, source.slices_per_block
         k, p, q = scalers["S"].shape[1:]
         C = depth.apply(scalers["S"].reshape(L, S, k, p, q), 0)
-        rule = "slice"  # the only Kronecker width rule (learn starts from it), checked by check_width
+        # slice (learn starts from it) and zero_fanout are the Kronecker width rules, checked by check_width
+        rule = "zero_fanout" if width.zero_fanout else "slice"
         C = map_width(C, 3, width_map(p, target.width // a, rule), generator, per_column=False)
-        C = map_width(C, 4, width_map(q, target.width // b, rule), generator, per_column=False)
+        C = map_width(C, 4, width_map(q, target.width // b, rule), generator, per_column=False, reads=True)
         return {"S": C.reshape(target.depth * S, k, target.width // a, target.width // b).contiguous()}

@@ -127,9 +127,10 @@ class TuckerKind(TemplateKind):
         target: GroupLayout,
         generator: torch.Generator,
     ) -> dict[str, Tensor]:
-        """X: the depth map over its layers; U, V: the width map, new rows random per column."""
+        """X: the depth map over its layers; U, V: the width map, new rows random per column (V's,
+        the input side, zero under ``zero_fanout``)."""
         S = source.slices_per_block
         X = depth.apply(scalers["X"].reshape(source.depth, S, -1), 0).reshape(target.depth * S, -1)
         U = map_width(scalers["U"], 0, width, generator, per_column=True)
-        V = map_width(scalers["V"], 0, width, generator, per_column=True)
+        V = map_width(scalers["V"], 0, width, generator, per_column=True, reads=True)
         return {"X": X.contiguous(), "U": U.contiguous(), "V": V.contiguous()}
