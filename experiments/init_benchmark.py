@@ -33,7 +33,7 @@ source serves every target it can reach; methods:
   at or below the source's width it is ``tucker_compress`` exactly.
 - ``tucker_compress_zero``: weight selection's rules below the source's width (as
   ``tucker_compress_select``); wider, width ``zero_fanout``: the source's weights in place, the new
-  channels written by random rows and read by nothing yet (zero input columns).
+  channels written by independent noise and read by nothing yet (zero input columns).
 - ``tucker_compress_select``: weight selection's two rules on the same lossless template: depth
   ``first`` and width ``select`` (evenly spaced channels), so below the source's width it is weight
   selection's model (exactly at integer width ratios); wider, width ``interpolate`` as

@@ -28,7 +28,8 @@ class AxisMap:
     Rows with ``fresh[j]`` have no source (a width larger than the source's under ``slice``);
     their value is supplied by the caller (random scaler rows, or the target's own init). With
     ``zero_fanout`` (width rule ``zero_fanout``) the weights that *read* a fresh channel start at
-    zero instead, so the new channels change no output until training makes them.
+    zero instead, so the new channels change no output until training makes them, and the
+    templated weights that *write* one get independent noise (see ``target_weights``).
 
     Attributes:
         lo, hi: ``(n_out,)`` int64 source indices. t: ``(n_out,)`` float64 weights in [0, 1).
@@ -173,7 +174,7 @@ def width_map(n_in: int, n_out: int, rule: str) -> AxisMap:
     ``slice`` keeps the first ``min(d, d')`` channels; for d' > d the remaining rows are fresh.
     ``select`` keeps evenly spaced channels (:func:`uniform_indices`, weight selection's rule; d' <= d).
     ``zero_fanout`` is ``slice`` whose fresh channels nothing reads yet: the weights that read them
-    start at zero (:attr:`AxisMap.zero_fanout`), the weights that write them at random.
+    start at zero (:attr:`AxisMap.zero_fanout`), the weights that write them at independent noise.
     """
     check_choice("width", rule, WIDTH_RULES)
     if rule == "interpolate":

@@ -13,8 +13,10 @@ and a target whose matching groups have depth L' and width d', new scalers are d
   deviation), so the new channels have weights of the usual magnitude; ``interpolate`` resamples
   the rows linearly (Tucker only); ``zero_fanout`` is ``slice`` with the new rows of V (the
   input side; Kronecker: S's q axis) at zero, so no templated weight reads a new channel yet
-  (the remainder's readers, e.g. the head, start at zero there too); ``learn`` starts from
-  ``slice`` and trains.
+  (the remainder's readers, e.g. the head, start at zero there too), and the templated weights'
+  new output rows are independent noise of each weight's scale, not rows of U: random rows of U
+  make every new channel one fixed mixture of the trained ones, in every layer alike;
+  ``learn`` starts from ``slice`` and trains.
 
 The dense remainder is mapped by the same rules (:mod:`tucker_init.resize.remainder`). The steps:
 :func:`~tucker_init.resize.plan.plan_resize` (every check), then for ``learn`` training the

@@ -56,16 +56,38 @@ def resized_factors(
     return template, scalers
 
 
+def _fresh_features(tensor: Tensor, fresh: Tensor, generator: torch.Generator) -> Tensor:
+    """Width ``zero_fanout``'s new output channels of a stacked group ``(n, d', d'[, kh, kw])``:
+    independent noise with each slice's scale (the std of its trained block), reading no new channel.
+
+    Rows reconstructed from the template's scalers would be fixed mixtures of the trained rows,
+    the same mixture in every layer: copies of trained features, which fine-tuned no better than
+    random init (README, "Widening"); independent noise gives features of their own.
+    """
+    fresh = fresh.to(tensor.device)
+    trained = tensor[:, ~fresh][:, :, ~fresh]
+    scale = trained.detach().flatten(1).std(dim=1).view(-1, *[1] * (tensor.ndim - 1))
+    shape = (tensor.shape[0], int(fresh.sum()), *tensor.shape[2:])
+    noise = torch.randn(shape, generator=generator, dtype=torch.float64).to(tensor) * scale
+    noise[:, :, fresh] = 0
+    return tensor.index_copy(1, fresh.nonzero().flatten(), noise)
+
+
 def _templated_weights(
     plan: ResizePlan,
     template: Mapping[str, Tensor],
     scalers: list[dict[str, Tensor]],
     state: Mapping[str, Tensor],
+    seed: int = 0,
 ) -> dict[str, Tensor]:
-    """Every templated weight of the target, ``(a*d', b*d'[, kh, kw])``, in its dtype and device."""
+    """Every templated weight of the target, ``(a*d', b*d'[, kh, kw])``, in its dtype and device;
+    under width ``zero_fanout`` the new output channels are fresh features drawn from ``seed``."""
+    generator = torch.Generator().manual_seed(seed + 1)  # another stream than the scalers' rows
     weights: dict[str, Tensor] = {}
     for m, s in zip(plan.matches, scalers, strict=True):
         tensor = reconstruct_group(plan.config, plan.target_layout, m.target, template, s)  # (L'*S, d', d')
+        if m.width.zero_fanout and m.width.has_fresh:
+            tensor = _fresh_features(tensor, m.width.fresh, generator)
         weights.update(plan.target_layout.groups[m.target].unstack(tensor))
     return {k: v.to(device=state[k].device, dtype=state[k].dtype) for k, v in weights.items()}
 
@@ -122,7 +144,7 @@ def target_weights(
     # Template and scalers in the target's dtype, at least float32 (see master_dtype).
     template, scalers = resized_factors(plan, tensors, master_dtype(state.values()), seed)
     remainder = map_remainder(plan.remainder, tensors.state, state, target, plan.adapter)
-    return remainder | _templated_weights(plan, template, scalers, state)
+    return remainder | _templated_weights(plan, template, scalers, state, seed)
 
 
 def _check_repeats(plan: ResizePlan, depth: str | None, width: str | None, adapter: object) -> None:
