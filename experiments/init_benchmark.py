@@ -84,6 +84,7 @@ import argparse
 import csv
 import functools
 import json
+import re
 import shutil
 import statistics
 import sys
@@ -648,6 +649,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=None, help="default results/init_benchmark/PRESET")
     parser.add_argument("--publish", action="store_true", help="copy the CSV and figure into docs/")
+    parser.add_argument(
+        "--publish-as",
+        metavar="NAME",
+        default=None,
+        help="publish as docs/results/NAME.csv, NAME_sources.csv and docs/figures/NAME.png (implies --publish): "
+        "a subset of methods and targets, beside the full tables",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     return parser.parse_args(argv)
 
@@ -666,6 +674,8 @@ def resolve_preset(args: argparse.Namespace) -> tuple[Preset, str]:
         if args.source_steps < 1:
             raise SystemExit(f"--source-steps must be a positive number of steps, got {args.source_steps}")
         preset = replace(preset, source_steps=args.source_steps)
+    if args.publish_as is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", args.publish_as):
+        raise SystemExit(f"--publish-as must be a plain file name (letters, digits, _ . -), got {args.publish_as!r}")
     known = {_size(t) for f in preset.families for t in f.targets}
     if args.targets and not set(args.targets) <= known:
         unknown = ", ".join(sorted(set(args.targets) - known))
@@ -738,11 +748,13 @@ def main(argv: Sequence[str] | None = None) -> Summary:
     report = "\n".join([*lines, "", *summary.speedups()])
     (out / f"init_benchmark{tag}.md").write_text(report + "\n")
     print(report)
-    if args.publish:
+    if args.publish or args.publish_as:
         docs = ROOT / "docs"
-        shutil.copy(out / f"runs{tag}.csv", docs / "results" / f"init_benchmark{src}{tag}.csv")
-        shutil.copy(out / "sources.csv", docs / "results" / f"init_benchmark{src}_sources.csv")
-        shutil.copy(out / f"init_benchmark{tag}.png", docs / "figures" / f"init_benchmark{src}{tag}.png")
+        name = args.publish_as or f"init_benchmark{src}{tag}"
+        sources_name = f"{args.publish_as}_sources" if args.publish_as else f"init_benchmark{src}_sources"
+        shutil.copy(out / f"runs{tag}.csv", docs / "results" / f"{name}.csv")
+        shutil.copy(out / "sources.csv", docs / "results" / f"{sources_name}.csv")
+        shutil.copy(out / f"init_benchmark{tag}.png", docs / "figures" / f"{name}.png")
     return summary
 
 

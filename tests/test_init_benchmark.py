@@ -92,6 +92,7 @@ def test_only_the_sources_the_methods_need_are_planned():
     [
         (["--finetune-steps", "2"], "--finetune-steps must be at least 4 .four evaluations., got 2"),
         (["--source-steps", "0"], "--source-steps must be a positive number of steps, got 0"),
+        (["--publish-as", "../x"], "--publish-as must be a plain file name .*, got '../x'"),
     ],
 )
 def test_bad_budgets_are_refused_in_one_line(tmp_path, flags, message):
