@@ -409,6 +409,14 @@ def test_zero_fanout_adds_channels_nothing_reads(kind):
         mix = torch.linalg.solve(p0[:128, :128].T, p0[128:, :128].T).T  # new rows of block 0 = mix @ trained rows
         miss = (mix @ p1[:128, :128] - p1[128:, :128]).norm() / p1[128:, :128].norm()
         assert (miss > 0.5) if own_features else (miss < 1e-3), f"{kind}: {miss:.3g}"
+    # The remainder's new channels have the trained ones' statistics (under slice: the target's own init).
+    for name in ("pos_embed", "patch_embed.proj.weight", "blocks.0.norm1.weight"):
+        trained, fresh = (
+            own[name].detach(),
+            new[name].detach().movedim(-1 if name != "patch_embed.proj.weight" else 0, 0)[128:],
+        )
+        assert_close_rel(fresh.std(), trained.std(), rtol=0.25, msg=name)
+        assert_close_rel(fresh.mean(), trained.mean(), rtol=0.1, scale=trained.std() + trained.mean().abs(), msg=name)
     head = new["head.weight"].detach()
     assert (head[:, 128:] == 0).all() and rnd["head.weight"].detach()[:, 128:].abs().max() > 0
     assert_close_rel(head[:, :128], own["head.weight"].detach())

@@ -5,8 +5,9 @@ The remainder follows the templated weights' own rules, so the residual stream s
 block-level tensor follows the depth map of its group, and each channel axis of size ``a*d``
 follows the group's width map applied to each of its ``a`` chunks of d (the 4 chunks of a ViT's
 MLP hidden layer, the 3 of ``qkv.bias``). Channels the width map creates (d' > d under ``slice``)
-keep the target's own initialization; under ``zero_fanout`` the weights that read them (the input
-axis of a Linear or convolution, e.g. the head's new columns) start at zero instead. Axes that are
+keep the target's own initialization; under ``zero_fanout`` they are drawn from a normal with the
+source tensor's mean and std (new channels with the trained ones' statistics), and the weights
+that read them (the input axis of a Linear or convolution, e.g. the head's new columns) are zero. Axes that are
 not channel axes are resized by the adapter first (a ViT's position embedding and patch kernel for
 another image or patch size).
 
@@ -50,8 +51,9 @@ class TensorMap:
     ``(1 - t) * a + t * b`` with ``sources[1]`` (the two blocks around an interpolated depth),
     resized by the adapter on non-channel axes when ``resize``, then mapped axis by axis
     (``None``: that axis is kept). Entries set in ``fresh`` (bool, the target's shape) have no
-    source and keep the target's own values; entries set in ``zero`` (a subset: weights reading
-    a channel that width ``zero_fanout`` created) are zero.
+    source and keep the target's own values, or with ``draw`` (width ``zero_fanout``) are drawn
+    from a normal with the source tensor's mean and std; entries set in ``zero`` (a subset:
+    weights reading a channel that width ``zero_fanout`` created) are zero.
 
     Attributes:
         name: the target's state-dict key.
@@ -62,6 +64,7 @@ class TensorMap:
         fresh: bool mask of the target's shape, or ``None`` when every entry has a source.
         zero: bool mask of the target's shape, or ``None`` when no entry starts at zero.
         source: what the report says (one of :data:`~tucker_init.resize.report.SOURCES`).
+        draw: fresh entries are drawn at the source tensor's statistics, not the target's own.
     """
 
     name: str
@@ -72,6 +75,7 @@ class TensorMap:
     fresh: Tensor | None
     zero: Tensor | None
     source: str
+    draw: bool = False
 
     def to(self, device: torch.device | str) -> TensorMap:
         maps = tuple(None if m is None else m.to(device) for m in self.maps)
@@ -79,23 +83,39 @@ class TensorMap:
         return replace(self, maps=maps, fresh=fresh, zero=zero)
 
     def apply(
-        self, source_state: Mapping[str, Tensor], current: Tensor, target: nn.Module, adapter: BackboneAdapter
+        self,
+        source_state: Mapping[str, Tensor],
+        current: Tensor,
+        target: nn.Module,
+        adapter: BackboneAdapter,
+        generator: torch.Generator | None = None,
     ) -> Tensor:
-        """The target tensor (``current``'s shape, dtype and device) from the source's tensors."""
+        """The target tensor (``current``'s shape, dtype and device) from the source's tensors;
+        ``generator`` draws the fresh entries of a ``draw`` map (default: a fixed seed)."""
         value = source_state[self.sources[0]]
         if len(self.sources) == 2:
             value = value * (1 - self.t) + source_state[self.sources[1]] * self.t
         if self.resize:
             value = adapter.resize_remainder(target, self.name, value)
+        stats = value.detach()
         for dim, amap in enumerate(self.maps):
             if amap is not None:
                 value = amap.apply(value, dim)
         value = value.to(device=current.device, dtype=current.dtype)
-        if self.fresh is not None:  # the target's own init, a constant: no gradient to the target
-            value = torch.where(self.fresh.to(current.device), current.detach(), value)
+        if self.fresh is not None:  # a constant either way: no gradient to the target's fresh entries
+            new = _drawn_like(stats, current, generator) if self.draw else current.detach()
+            value = torch.where(self.fresh.to(current.device), new, value)
         if self.zero is not None:
             value = value.masked_fill(self.zero.to(current.device), 0.0)
         return value
+
+
+def _drawn_like(stats: Tensor, current: Tensor, generator: torch.Generator | None) -> Tensor:
+    """``current``'s shape, drawn from a normal with ``stats``'s mean and std (std 0 for one entry)."""
+    generator = generator or torch.Generator().manual_seed(0)
+    mean, std = stats.double().mean(), stats.double().std(unbiased=False)
+    noise = torch.randn(current.shape, generator=generator, dtype=torch.float64)
+    return (noise * std + mean).to(device=current.device, dtype=current.dtype)
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,11 +150,13 @@ def map_remainder(
     target_state: Mapping[str, Tensor],
     target: nn.Module,
     adapter: BackboneAdapter,
+    generator: torch.Generator | None = None,
 ) -> dict[str, Tensor]:
     """Every target tensor the plan determines, by state-dict key, from the source's remainder
     ``source_state`` (parameters and float buffers by name); differentiable in ``source_state``.
-    A tensor that needs no change may be returned as the source's tensor itself."""
-    return {m.name: m.apply(source_state, target_state[m.name], target, adapter) for m in plan.tensors}
+    A tensor that needs no change may be returned as the source's tensor itself. ``generator``
+    draws the new channels' entries under width ``zero_fanout``."""
+    return {m.name: m.apply(source_state, target_state[m.name], target, adapter, generator) for m in plan.tensors}
 
 
 # ------------------------------------------------------------------------------------ planning
@@ -209,7 +231,8 @@ def _tensor_map(
 ) -> TensorMap:
     fresh = _fresh_mask(maps, current.shape)
     zero = _zero_mask(maps, current.shape, _reading_axis(target, name))
-    return TensorMap(name, sources, t, resize, tuple(maps), fresh, zero, label)
+    draw = any(m is not None and m.zero_fanout and m.has_fresh for m in maps)
+    return TensorMap(name, sources, t, resize, tuple(maps), fresh, zero, label, draw)
 
 
 def _changes(maps: Sequence[AxisMap | None]) -> tuple[bool, bool]:

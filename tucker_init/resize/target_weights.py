@@ -143,7 +143,8 @@ def target_weights(
     state = init_state(target)
     # Template and scalers in the target's dtype, at least float32 (see master_dtype).
     template, scalers = resized_factors(plan, tensors, master_dtype(state.values()), seed)
-    remainder = map_remainder(plan.remainder, tensors.state, state, target, plan.adapter)
+    generator = torch.Generator().manual_seed(seed + 2)  # the remainder's new channels (zero_fanout)
+    remainder = map_remainder(plan.remainder, tensors.state, state, target, plan.adapter, generator)
     return remainder | _templated_weights(plan, template, scalers, state, seed)
 
 
