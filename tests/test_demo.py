@@ -20,10 +20,10 @@ def test_the_demo_table_says_when_a_gap_is_noise():
         assert verdict(gap, quick=True, name="compress") == "compress: --quick is too short to tell"
 
 
-def test_lossless_rules_select_first_layers_and_blend_only_beyond_the_source():
+def test_lossless_rules_select_first_layers_and_add_own_channels_beyond_the_source():
     assert lossless_rules(TEMPLATE, TEMPLATE.with_size(3, 64)) == {"depth": "first", "width": "select"}
     assert lossless_rules(TEMPLATE, TEMPLATE) == {"depth": "first", "width": "select"}
-    assert lossless_rules(TEMPLATE, TEMPLATE.with_size(8, 192)) == {"depth": "interpolate", "width": "interpolate"}
+    assert lossless_rules(TEMPLATE, TEMPLATE.with_size(8, 192)) == {"depth": "interpolate", "width": "zero_fanout"}
 
 
 def test_the_compress_start_is_the_dense_model_at_its_size_and_reaches_deeper_wider_targets(tmp_path):

@@ -40,7 +40,7 @@ DEMO_METHODS = {
     "random": "random init (timm's)",
     "template": "Tucker MAE template (depth interpolate, width slice)",
     "compress": "a dense MAE model held by its lossless template (depth first, width select: weight "
-    "selection's model; interpolate for a deeper or wider target)",
+    "selection's model; depth interpolate for a deeper target, width zero_fanout for a wider one)",
 }
 DEMO_RESULTS = "demo.json"  # in the output folder; what analysis.demo_plots reads
 # One seed's top-1 moves by about this much between seeds at these budgets (README: random init's

@@ -192,11 +192,12 @@ def lossless_template(source: str | os.PathLike | nn.Module, argument: str = "so
 def lossless_rules(source: ModelSpec, target: ModelSpec) -> dict[str, str]:
     """The ``initialize`` rules for a dense model's :func:`lossless_template` that the README recommends:
     weight selection's two, depth ``first`` and width ``select`` (evenly spaced channels), where
-    they reach; ``interpolate`` for a deeper or a wider target (the extra channels blends of
-    trained ones rather than random)."""
+    they reach; depth ``interpolate`` for a deeper target; width ``zero_fanout`` for a wider one
+    (the trained channels in place, the new ones features of their own that nothing reads yet:
+    +1.7 over ``interpolate`` and +1.9 over random init at L3 w192, README)."""
     return {
         "depth": "first" if target.depth <= source.depth else "interpolate",
-        "width": "select" if target.width <= source.width else "interpolate",
+        "width": "select" if target.width <= source.width else "zero_fanout",
     }
 
 
