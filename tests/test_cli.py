@@ -209,9 +209,10 @@ def test_init_from_a_dense_model_is_weight_selection_at_its_width_and_reaches_wi
     for name, tensor in found.items():  # the first block and everything outside the blocks, as they were
         assert_close_rel(tensor, expected[name], RTOL[torch.float32], msg=name)
 
-    wider = ["--depth", "2", "--width", "128", "--width-rule", "interpolate", "--out", str(tmp_path / "w.safetensors")]
+    wider = ["--depth", "2", "--width", "128", "--width-rule", "zero_fanout", "--out", str(tmp_path / "w.safetensors")]
     assert main([*source, *wider]) == 0
-    assert load_model(tmp_path / "w.safetensors")[0].embed_dim == 128
+    widened = load_model(tmp_path / "w.safetensors")[0]
+    assert widened.embed_dim == 128 and (widened.head.weight[:, 64:] == 0).all()  # new channels not read yet
     capsys.readouterr()
     template = tmp_path / "t.safetensors"
     save_template(template, factorize(dense, ranks="full"))
