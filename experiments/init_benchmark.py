@@ -592,12 +592,17 @@ class Summary:
 
 
 def plot(summary: Summary, path: Path) -> None:
-    """Mean ViT top-1 over the five sizes against the cost of serving all of them."""
+    """Mean ViT top-1 over the five sizes against the cost of serving all of them; for runs of
+    one target, every seed's top-1 per method instead."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if len({r["target"] for r in summary.rows}) == 1:
+        _plot_seeds(summary, path, plt)
+        return
+    seeds = statistics.mode(n for *_, n in summary.cells.values())
     serving = summary.serving("vit")
     n_targets = max((total for *_, total in serving.values()), default=0)
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -609,8 +614,29 @@ def plot(summary: Summary, path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("pre-training cost of serving all ViT sizes (TFLOP; random init drawn at 0.001)")
     ax.set_ylabel(f"mean fine-tuned top-1 over {n_targets} ViT sizes (%)")
-    ax.set_title("Equal-cost initializers (3 seeds)")
+    ax.set_title(f"Equal-cost initializers ({seeds} seeds)")
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_seeds(summary: Summary, path: Path, plt: Any) -> None:
+    """One target: each method's top-1 per seed (dots, labelled by seed) and mean ± std (bar)."""
+    target = summary.rows[0]["target"]
+    methods = [m for m in METHODS if (target, m) in summary.cells]
+    fig, ax = plt.subplots(figsize=(1.6 * len(methods) + 2, 4.5))
+    for i, method in enumerate(methods):
+        runs = sorted((r["seed"], r["top1"]) for r in summary.rows if r["method"] == method)
+        ax.scatter([i] * len(runs), [top1 for _, top1 in runs], s=18, color="0.5", zorder=2)
+        for seed, top1 in runs:
+            ax.annotate(str(seed), (i, top1), textcoords="offset points", xytext=(4, -3), fontsize=6, color="0.4")
+        mean, std, _ = summary.cells[(target, method)]
+        ax.errorbar(i + 0.15, mean, yerr=std, fmt="o", color="C0", capsize=4, zorder=3)
+    ax.set_xticks(range(len(methods)), methods, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("fine-tuned top-1 (%)")
+    ax.set_title(f"{target}: top-1 per seed (grey, seed labelled) and mean ± std (blue)")
+    ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

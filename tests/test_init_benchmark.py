@@ -122,3 +122,17 @@ def test_table_marks_a_cell_with_another_number_of_seeds():
     table = init_benchmark.Summary(rows, unreachable={("vit-L3w192", "kronecker")}).table(["vit-L3w64", "vit-L3w192"])
     assert "| vit-L3w64 | 61.0 ± 1.4 | 62.0 ± 1.4 |" in table
     assert "| vit-L3w192 | 63.0 ± 2.6 (n=4) | n/a |" in table
+
+
+def test_runs_of_one_target_plot_every_seed(tmp_path):
+    import matplotlib.image
+
+    rows = [
+        {"target": "vit-L3w192", "method": method, "seed": seed, "top1": 60.0 + seed + i, "family": "vit"}
+        for i, method in enumerate(("random", "tucker_compress_zero"))
+        for seed in range(3)
+    ]
+    path = tmp_path / "seeds.png"
+    init_benchmark.plot(init_benchmark.Summary(rows), path)
+    height, width, _ = matplotlib.image.imread(path).shape
+    assert width > 300 and height > 300
