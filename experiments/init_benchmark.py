@@ -45,6 +45,7 @@ source serves every target it can reach; methods:
   width and that model's first channels below it. ViTs only (its sub-networks are trained through
   one shared core, and a ResNet's weight groups have different sizes: no one core holds it losslessly).
 - ``kronecker_zero``: the Kronecker template's own source, wider targets with width ``zero_fanout``.
+- ``tucker_mae_zero``: the Tucker MAE template (``tucker_mae``'s source), width ``zero_fanout``.
 - ``direct``: each target pre-trained itself with MAE for the dense source's steps (each target
   pays its own; serving all five ViTs pays the sum).
 
@@ -112,6 +113,7 @@ METHODS = (
     "tucker_mae_select",
     "tucker_mae_first",
     "tucker_mae_learned",
+    "tucker_mae_zero",
     "tucker_subnet",
     "tucker_prefix",
     "tucker_prefix_first",
@@ -137,6 +139,7 @@ SHARED_SOURCE = {
     "tucker_mae_select": "tucker_mae",
     "tucker_mae_first": "tucker_mae",
     "tucker_mae_learned": "tucker_mae",
+    "tucker_mae_zero": "tucker_mae",
     "tucker_prefix_first": "tucker_prefix",
 }
 # Template methods that initialize with other options than the library's defaults: another depth
@@ -154,6 +157,7 @@ INIT_OPTIONS = {
     "tucker_compress_subnet": {"depth": "first"},
     "tucker_compress_zero": {"depth": "first", "width": "select", "wider_width": "zero_fanout"},
     "kronecker_zero": {"width": "zero_fanout"},
+    "tucker_mae_zero": {"width": "zero_fanout"},
 }
 CSV_COLUMNS = ("target", "method", "recipe", "seed", "top1", "pretrain_cost", "top1_at_3_4", "family", "steps")
 
