@@ -336,9 +336,12 @@ def test_resnet_width_change_keeps_channels_aligned(channels, stem):
     with torch.no_grad():
         assert torch.isfinite(target(IMAGES)).all()
     interpolated = initialize(_deep_stem(channels, stem), fm, width="interpolate")
-    zeroed = initialize(_deep_stem(channels, stem), fm, width="zero_fanout")
-    with torch.no_grad():
+    zeroed = initialize(_deep_stem(channels, stem), fm, width="zero_fanout").eval()
+    with torch.no_grad():  # eval: the running statistics of new channels are used (and must stay valid)
         assert torch.isfinite(interpolated(IMAGES)).all() and torch.isfinite(zeroed(IMAGES)).all()
+    for name, var in zeroed.state_dict().items():  # new channels' running statistics: the target's own (var 1)
+        if name.endswith("running_var"):
+            assert int((var == 1).sum()) >= var.numel() - src[name].numel(), name
     # The head reads none of the channels zero_fanout adds: one zero column per new channel.
     new_columns = zeroed.fc.weight.shape[1] - src["fc.weight"].shape[1]
     assert int((zeroed.fc.weight == 0).all(dim=0).sum()) == max(new_columns, 0)

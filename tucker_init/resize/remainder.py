@@ -5,8 +5,9 @@ The remainder follows the templated weights' own rules, so the residual stream s
 block-level tensor follows the depth map of its group, and each channel axis of size ``a*d``
 follows the group's width map applied to each of its ``a`` chunks of d (the 4 chunks of a ViT's
 MLP hidden layer, the 3 of ``qkv.bias``). Channels the width map creates (d' > d under ``slice``)
-keep the target's own initialization; under ``zero_fanout`` they are drawn from a normal with the
-source tensor's mean and std (new channels with the trained ones' statistics), and the weights
+keep the target's own initialization; under ``zero_fanout`` parameters there are drawn from a normal
+with the source tensor's mean and std (new channels with the trained ones' statistics; buffers such
+as BN running statistics keep the target's own), and the weights
 that read them (the input axis of a Linear or convolution, e.g. the head's new columns) are zero. Axes that are
 not channel axes are resized by the adapter first (a ViT's position embedding and patch kernel for
 another image or patch size).
@@ -231,7 +232,9 @@ def _tensor_map(
 ) -> TensorMap:
     fresh = _fresh_mask(maps, current.shape)
     zero = _zero_mask(maps, current.shape, _reading_axis(target, name))
-    draw = any(m is not None and m.zero_fanout and m.has_fresh for m in maps)
+    # Buffers (BN running statistics) keep the target's own init: a drawn running_var could be negative.
+    is_buffer = name in dict(target.named_buffers())
+    draw = not is_buffer and any(m is not None and m.zero_fanout and m.has_fresh for m in maps)
     return TensorMap(name, sources, t, resize, tuple(maps), fresh, zero, label, draw)
 
 
