@@ -7,10 +7,10 @@ follows the group's width map applied to each of its ``a`` chunks of d (the 4 ch
 MLP hidden layer, the 3 of ``qkv.bias``). Channels the width map creates (d' > d under ``slice``)
 keep the target's own initialization; under ``zero_fanout`` parameters there are drawn from a normal
 with the source tensor's mean and std (new channels with the trained ones' statistics; buffers such
-as BN running statistics keep the target's own), and the weights
-that read them (the input axis of a Linear or convolution, e.g. the head's new columns) are zero. Axes that are
-not channel axes are resized by the adapter first (a ViT's position embedding and patch kernel for
-another image or patch size).
+as BN running statistics keep the target's own), and the weights that read them (the input axis of
+a Linear or convolution, e.g. the head's new columns) are zero. Axes that are not channel axes are
+resized by the adapter first (a ViT's position embedding and patch kernel for another image or
+patch size).
 
 Which source tensors, blend weights and axis maps make each target tensor depends only on names
 and shapes, so it is worked out once (:func:`plan_remainder`); :func:`map_remainder` then applies
@@ -210,6 +210,15 @@ def _reading_axis(target: nn.Module, name: str) -> int | None:
     return 1 if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) else None
 
 
+def _is_buffer(target: nn.Module, name: str) -> bool:
+    """Whether the state-dict key ``name`` is a buffer of ``target`` (not a parameter)."""
+    module_name, _, leaf = name.rpartition(".")
+    try:
+        return leaf in target.get_submodule(module_name)._buffers
+    except AttributeError:
+        return False
+
+
 def _zero_mask(maps: Sequence[AxisMap | None], shape: torch.Size, axis: int | None) -> Tensor | None:
     """The entries along ``axis`` that read a channel created by a ``zero_fanout`` map, or ``None``."""
     amap = None if axis is None or axis >= len(maps) else maps[axis]
@@ -233,8 +242,7 @@ def _tensor_map(
     fresh = _fresh_mask(maps, current.shape)
     zero = _zero_mask(maps, current.shape, _reading_axis(target, name))
     # Buffers (BN running statistics) keep the target's own init: a drawn running_var could be negative.
-    is_buffer = name in dict(target.named_buffers())
-    draw = not is_buffer and any(m is not None and m.zero_fanout and m.has_fresh for m in maps)
+    draw = not _is_buffer(target, name) and any(m is not None and m.zero_fanout and m.has_fresh for m in maps)
     return TensorMap(name, sources, t, resize, tuple(maps), fresh, zero, label, draw)
 
 

@@ -78,11 +78,10 @@ def _templated_weights(
     template: Mapping[str, Tensor],
     scalers: list[dict[str, Tensor]],
     state: Mapping[str, Tensor],
-    seed: int = 0,
+    generator: torch.Generator,
 ) -> dict[str, Tensor]:
     """Every templated weight of the target, ``(a*d', b*d'[, kh, kw])``, in its dtype and device;
-    under width ``zero_fanout`` the new output channels are fresh features drawn from ``seed``."""
-    generator = torch.Generator().manual_seed(seed + 1)  # another stream than the scalers' rows
+    under width ``zero_fanout`` the new output channels are fresh features drawn from ``generator``."""
     weights: dict[str, Tensor] = {}
     for m, s in zip(plan.matches, scalers, strict=True):
         tensor = reconstruct_group(plan.config, plan.target_layout, m.target, template, s)  # (L'*S, d', d')
@@ -143,9 +142,11 @@ def target_weights(
     state = init_state(target)
     # Template and scalers in the target's dtype, at least float32 (see master_dtype).
     template, scalers = resized_factors(plan, tensors, master_dtype(state.values()), seed)
-    generator = torch.Generator().manual_seed(seed + 2)  # the remainder's new channels (zero_fanout)
-    remainder = map_remainder(plan.remainder, tensors.state, state, target, plan.adapter, generator)
-    return remainder | _templated_weights(plan, template, scalers, state, seed)
+    # zero_fanout's new channels: one stream each for the remainder's and the templated weights',
+    # apart from the scalers' rows (seed) so that either can change without moving the others.
+    remainder_draws, feature_draws = (torch.Generator().manual_seed(seed + k) for k in (2, 1))
+    remainder = map_remainder(plan.remainder, tensors.state, state, target, plan.adapter, remainder_draws)
+    return remainder | _templated_weights(plan, template, scalers, state, feature_draws)
 
 
 def _check_repeats(plan: ResizePlan, depth: str | None, width: str | None, adapter: object) -> None:
