@@ -109,6 +109,7 @@ class FlatTransformerAdapter(BackboneAdapter):
     """What Eva and BEiT share: one ``blocks`` sequence of (B, N, C) tokens, widths in whole heads."""
 
     features_layout = "NLC"
+    residual_writer_paths = (("attn.proj", "mlp.fc2"),)
 
     def block_sequences(self, model: nn.Module) -> list[BlockSequence]:
         return [sequence_of(model, "blocks")]

@@ -73,6 +73,8 @@ class BackboneAdapter:
     # (Swin's), "NLC" (a token sequence: ViT, Eva, BEiT), None (not known). The masked-input
     # objective (tucker_init.objectives.mae.MaskedConvAutoencoder) takes the two feature-map layouts.
     features_layout: ClassVar[str | None] = None
+    # Candidate sets of a block's residual writers (see :meth:`residual_writers`), tried in order.
+    residual_writer_paths: ClassVar[tuple[tuple[str, ...], ...]] = ()
 
     def matches(self, model: nn.Module) -> bool:
         """Whether this adapter understands ``model``."""
@@ -117,6 +119,16 @@ class BackboneAdapter:
         :meth:`resize_remainder`), one entry per axis. ``None`` for the whole tensor: the default
         rule, every axis of another size is a channel axis found by its size."""
         return None
+
+    def residual_writers(self, model: nn.Module, block: str) -> tuple[str, ...] | None:
+        """The submodules of ``block`` (a block path of ``model``; the result relative to it) whose
+        outputs the block adds to its residual stream: with their parameters zero the block is the
+        identity (a ViT's ``attn.proj`` and ``mlp.fc2``, a ResNet block's last BN). ``None``: not
+        known, and depth ``identity`` cannot add blocks to this family. The default takes the first
+        set of :attr:`residual_writer_paths` that the block has."""
+        module = model.get_submodule(block)
+        names = {name for name, _ in module.named_modules()}
+        return next((paths for paths in self.residual_writer_paths if set(paths) <= names), None)
 
     def is_derived(self, model: nn.Module, name: str) -> bool:
         """Whether ``name`` is a buffer that ``model`` computes from its geometry (attention masks,

@@ -18,6 +18,7 @@ class ConvNeXtAdapter(BackboneAdapter):
     family = "convnext"
     description = "timm ConvNeXt"
     features_layout = "NCHW"
+    residual_writer_paths = (("mlp.fc2",),)
 
     def matches(self, model: nn.Module) -> bool:
         return isinstance(model, ConvNeXt)

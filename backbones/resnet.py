@@ -19,6 +19,7 @@ class ResNetAdapter(BackboneAdapter):
     family = "resnet"
     description = "timm ResNet (basic and bottleneck blocks)"
     features_layout = "NCHW"
+    residual_writer_paths = (("bn3",), ("bn2",))  # bottleneck, basic block
 
     def matches(self, model: nn.Module) -> bool:
         return isinstance(model, ResNet)

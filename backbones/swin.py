@@ -44,6 +44,7 @@ class SwinAdapter(BackboneAdapter):
     """
 
     family = "swin"
+    residual_writer_paths = (("attn.proj", "mlp.fc2"),)
     description = "timm SwinTransformer (Swin v1)"
     features_layout = "NHWC"
 

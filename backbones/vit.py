@@ -20,6 +20,7 @@ class ViTAdapter(BackboneAdapter):
     family = "vit"
     description = "timm VisionTransformer (ViT, DeiT)"
     features_layout = "NLC"
+    residual_writer_paths = (("attn.proj", "mlp.fc2"),)
 
     def matches(self, model: nn.Module) -> bool:
         return isinstance(model, VisionTransformer)

@@ -44,7 +44,11 @@ source serves every target it can reach; methods:
   ``first``. Untrained (0 refine steps) it builds exactly weight selection's model at the source
   width and that model's first channels below it. ViTs only (its sub-networks are trained through
   one shared core, and a ResNet's weight groups have different sizes: no one core holds it losslessly).
+- ``tucker_compress_identity``: ``tucker_compress_zero`` with depth ``identity``: at or below the
+  source's depth ``first``; deeper, the source's blocks in order with new blocks between them that
+  start as the identity (residual writers zero, the rest drawn at the trained blocks' statistics).
 - ``kronecker_zero``: the Kronecker template's own source, wider targets with width ``zero_fanout``.
+- ``kronecker_identity``: the same with depth ``identity`` (new blocks start as the identity).
 - ``tucker_mae_zero``: the Tucker MAE template (``tucker_mae``'s source), width ``zero_fanout``.
 - ``direct``: each target pre-trained itself with MAE for the dense source's steps (each target
   pays its own; serving all five ViTs pays the sum).
@@ -124,7 +128,9 @@ METHODS = (
     "tucker_compress_select",
     "tucker_compress_subnet",
     "tucker_compress_zero",
+    "tucker_compress_identity",
     "kronecker_zero",
+    "kronecker_identity",
     "direct",
 )
 # Methods that start from another method's source (same source, same cost).
@@ -135,7 +141,9 @@ SHARED_SOURCE = {
     "tucker_compress_wide": "dense_mae",
     "tucker_compress_select": "dense_mae",
     "tucker_compress_zero": "dense_mae",
+    "tucker_compress_identity": "dense_mae",
     "kronecker_zero": "kronecker",
+    "kronecker_identity": "kronecker",
     "tucker_mae_select": "tucker_mae",
     "tucker_mae_first": "tucker_mae",
     "tucker_mae_learned": "tucker_mae",
@@ -156,7 +164,9 @@ INIT_OPTIONS = {
     "tucker_compress_select": {"depth": "first", "width": "select", "wider_width": "interpolate"},
     "tucker_compress_subnet": {"depth": "first"},
     "tucker_compress_zero": {"depth": "first", "width": "select", "wider_width": "zero_fanout"},
+    "tucker_compress_identity": {"depth": "identity", "width": "select", "wider_width": "zero_fanout"},
     "kronecker_zero": {"width": "zero_fanout"},
+    "kronecker_identity": {"depth": "identity", "width": "zero_fanout"},
     "tucker_mae_zero": {"width": "zero_fanout"},
 }
 CSV_COLUMNS = ("target", "method", "recipe", "seed", "top1", "pretrain_cost", "top1_at_3_4", "family", "steps")

@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 import torch
-from _models import OUTPUT_RTOL, assert_close_rel, perturb, tiny_resnet, tiny_vit
+from _models import OUTPUT_RTOL, assert_close_rel, perturb, rel_error, tiny_resnet, tiny_vit
 from timm.models.resnet import BasicBlock, ResNet
 from torch import Tensor, nn
 
@@ -251,7 +251,8 @@ def test_errors(template, tucker_fm):
     with pytest.raises(ValueError, match=r"'select' is not defined for Kronecker"):
         initialize(tiny_vit(depth=2, embed_dim=64, num_heads=4), kron, width="select")
     with pytest.raises(
-        ValueError, match=r"depth must be one of \['select', 'first', 'interpolate', 'learn'\], found 'deep'"
+        ValueError,
+        match=r"depth must be one of \['select', 'first', 'interpolate', 'identity', 'learn'\], found 'deep'",
     ):
         initialize(vit(2, 64), template, depth="deep")
     with pytest.raises(ValueError, match=r"width must be one of"):
@@ -443,6 +444,79 @@ def test_depth_rule_first_keeps_the_first_layers():
     assert depth_map(4, 2, "first").lo.tolist() == [0, 1]
     with pytest.raises(ValueError, match=r"depth='first' keeps the first 6 of the template's 4 layers"):
         initialize(vit(6, 64), template, depth="first")
+
+
+def test_depth_identity_spreads_the_layers_and_marks_the_new_ones():
+    deeper = depth_map(6, 12, "identity")  # source layer i at 2i, a new layer after each
+    assert deeper.fresh.tolist() == [False, True] * 6 and deeper.lo.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    odd = depth_map(6, 8, "identity")  # positions i * 8 // 6 = 0, 1, 2, 4, 5, 6
+    assert odd.fresh.nonzero().flatten().tolist() == [3, 7] and odd.lo.tolist() == [0, 1, 2, 2, 3, 4, 5, 5]
+    assert depth_map(6, 4, "identity").lo.tolist() == [0, 1, 2, 3] and not depth_map(6, 4, "identity").has_fresh
+
+
+# (family, source model, deeper target): a ViT (writers attn.proj and mlp.fc2) and a ResNet-D (the
+# last BN of a basic block; stages 2-4 grow from 2 blocks to 3, the first block a group of its own).
+IDENTITY_CASES = {"vit": ((2, 128), (5, 128)), "resnetd": ((2, 32), (3, 32))}
+
+
+@pytest.mark.parametrize("family", sorted(IDENTITY_CASES))
+def test_depth_identity_adds_blocks_that_compute_the_identity(family):
+    # A deeper target from a lossless template under depth 'identity' computes the source's function;
+    # the new blocks are not copies of trained ones (their other weights drawn at the trained scale).
+    from tucker_init import create_model
+    from tucker_init.pipeline import lossless_template
+
+    def build(depth: int, width: int, seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        model = vit(depth, width, seed=seed) if family == "vit" else create_model(family, depth=depth, width=width)
+        return model.eval()
+
+    (small, large) = IDENTITY_CASES[family]
+    source = perturb(build(*small, seed=7), seed=7)
+    target, report = initialize(build(*large, seed=3), lossless_template(source), depth="identity", return_report=True)
+    images = IMAGES
+    with torch.no_grad():
+        expected = source(images)
+        assert_close_rel(target(images), expected, rtol=OUTPUT_RTOL[torch.float32], msg="identity blocks")
+        interpolated = initialize(build(*large, seed=3), lossless_template(source), depth="interpolate")
+        assert rel_error(interpolated(images), expected) > 1e-2  # blends of trained blocks change the function
+    own, new = source.state_dict(), target.state_dict()
+    if family == "vit":  # source block 1 at 5 // 2 = 2; blocks 1, 3 and 4 are new
+        kept, fresh, before, writers = "blocks.2", "blocks.1", "blocks.0", ("attn.proj", "mlp.fc2")
+        assert_close_rel(new["blocks.2.attn.qkv.weight"], own["blocks.1.attn.qkv.weight"])
+        inner = ("attn.qkv.weight", "mlp.fc1.weight", "norm1.weight")
+    else:  # layer2: blocks 0 (its own group) and 1 kept, block 2 new
+        kept, fresh, before, writers = "layer2.1", "layer2.2", "layer2.1", ("bn2",)
+        inner = ("conv1.weight", "bn1.weight")
+        running_var = new["layer2.2.bn1.running_var"]  # buffers keep the target's init
+        assert torch.equal(running_var, torch.ones_like(running_var))
+    assert report[f"{kept}.{inner[0]}"] in ("template", "copied", "selected")
+    for name in new:
+        if name.startswith(fresh + ".") and new[name].is_floating_point():
+            assert report[name] == "new-block", name
+            if any(name.startswith(f"{fresh}.{w}.") for w in writers) and "running" not in name:
+                assert (new[name] == 0).all(), f"{name}: a residual writer of a new block is zero"
+    for rel in inner:
+        drawn, trained = new[f"{fresh}.{rel}"], new[f"{before}.{rel}"]
+        assert rel_error(drawn, trained) > 0.5, f"{rel}: drawn, not copied"
+        assert_close_rel(drawn.std(), trained.std(), rtol=0.3, scale=trained.std() + 1e-3, msg=rel)
+        assert_close_rel(drawn.mean(), trained.mean(), rtol=0.3, scale=trained.std() + trained.mean().abs(), msg=rel)
+    # Training reaches the new blocks: their writers get gradients at once.
+    target.train()
+    target(images).square().mean().backward()
+    writer = dict(target.named_parameters())[f"{fresh}.{writers[0]}.weight"]
+    assert writer.grad is not None and writer.grad.abs().max() > 0
+
+
+def test_depth_identity_needs_the_adapters_residual_writers():
+    # A generic adapter does not know which submodules write a block's residual stream.
+    source = nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.Linear(4, 4)))
+    adapter = GenericAdapter(block_containers=["1"])
+    template = factorize(source, ranks="full", adapter=adapter)
+    deeper = nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4)))
+    with pytest.raises(ValueError, match=r"depth='identity' adds block '1.1'.*residual_writers.*'interpolate'"):
+        initialize(deeper, template, depth="identity", adapter=adapter)
+    initialize(deeper, template, depth="interpolate", adapter=adapter)
 
 
 # (family, source size, narrower target, wider target): a timm ViT, a ResNet-D, and a Swin, whose

@@ -17,7 +17,7 @@ from ..validation import check_choice
 
 __all__ = ["DEPTH_RULES", "WIDTH_RULES", "AxisMap", "depth_map", "map_width", "uniform_indices", "width_map"]
 
-DEPTH_RULES = ("select", "first", "interpolate", "learn")
+DEPTH_RULES = ("select", "first", "interpolate", "identity", "learn")
 WIDTH_RULES = ("slice", "select", "interpolate", "zero_fanout", "learn")
 
 
@@ -152,8 +152,19 @@ def uniform_indices(n_in: int, n_out: int) -> Tensor:
 def depth_map(n_in: int, n_out: int, rule: str) -> AxisMap:
     """Map of L source layers to L' target layers under ``rule``: ``select`` (evenly spaced),
     ``first`` (the first L', weight selection's rule; L' <= L), ``interpolate`` (linear over
-    normalized depth; ``learn`` starts from it)."""
+    normalized depth; ``learn`` starts from it), ``identity`` (``first`` for L' <= L; deeper, every
+    source layer once, in order, at target position ``i * L' // L``, and the layers between them
+    fresh: new blocks that start as the identity, see :mod:`~tucker_init.resize.new_blocks`).
+    A fresh row's ``lo`` is the source layer just before it."""
     check_choice("depth", rule, DEPTH_RULES)
+    if rule == "identity" and n_out > n_in:
+        kept = torch.arange(n_in) * n_out // n_in  # target positions of the source layers; kept[0] = 0
+        fresh = torch.ones(n_out, dtype=torch.bool)
+        fresh[kept] = False
+        before = torch.cumsum((~fresh).long(), 0) - 1  # the last source layer at or before each row
+        return AxisMap.selection(before, n_in, fresh)
+    if rule == "identity":
+        rule = "first"
     if rule == "first":
         if n_out > n_in:
             raise ValueError(

@@ -32,6 +32,7 @@ from ..templates.layout import GroupLayout, ModelLayout, build_layout
 from ..templates.template import TemplateConfig, WeightTemplate, template_keys
 from ..validation import check_choice, check_materialized
 from .axis_maps import AxisMap, depth_map, width_map
+from .new_blocks import NewBlock, plan_new_blocks
 from .remainder import RemainderPlan, Unit, plan_remainder
 from .report import init_state
 
@@ -46,7 +47,7 @@ __all__ = [
     "source_tensors",
 ]
 
-PLAN_DEPTH_RULES = ("select", "first", "interpolate")
+PLAN_DEPTH_RULES = ("select", "first", "interpolate", "identity")
 PLAN_WIDTH_RULES = ("slice", "select", "interpolate", "zero_fanout")
 """The rules a plan resizes by; ``learn`` is :func:`~tucker_init.initialize`'s (it trains the
 scalers, starting from ``interpolate`` / ``slice``)."""
@@ -239,6 +240,7 @@ class ResizePlan:
         depth, width: the rules (see :data:`PLAN_DEPTH_RULES`, :data:`PLAN_WIDTH_RULES`).
         template_keys: ``(source key, target key)`` of every template tensor the target uses.
         remainder: how the non-templated tensors are mapped.
+        new_blocks: the blocks depth ``identity`` adds (start as the identity), else empty.
     """
 
     source_config: TemplateConfig
@@ -252,11 +254,17 @@ class ResizePlan:
     width: str
     template_keys: tuple[tuple[str, str], ...]
     remainder: RemainderPlan
+    new_blocks: tuple[NewBlock, ...] = ()
 
     def entries(self) -> dict[str, str]:
-        """What the report says per target tensor: the remainder's entries, then ``template``."""
+        """What the report says per target tensor: the remainder's entries, then ``template``;
+        ``new-block`` for the tensors of a block that depth ``identity`` added."""
         out = dict(self.remainder.entries)
         out.update(dict.fromkeys(sorted(self.target_layout.templated_names()), "template"))
+        for block in self.new_blocks:
+            out.update(
+                {k: "new-block" for k, v in out.items() if k.startswith(block.name + ".") and v != "target-init"}
+            )
         return out
 
     def to(self, device: torch.device | str) -> ResizePlan:
@@ -320,7 +328,9 @@ def plan_resize(
     Args:
         source: a :class:`~tucker_init.WeightTemplate` or a :class:`~tucker_init.FactorizedModel`.
         target: a model of the source's family, of any depth and width; it is not modified.
-        depth: ``"select"`` | ``"first"`` | ``"interpolate"``: how the L layers of a group become L'.
+        depth: ``"select"`` | ``"first"`` | ``"interpolate"`` | ``"identity"``: how the L layers of a
+            group become L' (``identity``: ``first``, or deeper the template's layers in order with new
+            blocks between them that start as the identity, see :mod:`~tucker_init.resize.new_blocks`).
         width: ``"slice"`` | ``"select"`` | ``"interpolate"`` | ``"zero_fanout"``: how d channels
             become d' (``zero_fanout``: ``slice`` whose new channels nothing reads yet).
         adapter: the target's backbone adapter (required for templates of the generic family).
@@ -354,6 +364,18 @@ def plan_resize(
     if remainder.note is not None:
         warnings.warn(remainder.note, stacklevel=2)
     keys = _target_template_keys(tensors.layout, tensors.config, layout, config, matches)
+    new_blocks = plan_new_blocks([(m.target, m.depth) for m in matches], layout, target, found)
     return ResizePlan(
-        tensors.config, tensors.layout, layout, config, tuple(matches), unit, found, depth, width, keys, remainder
+        tensors.config,
+        tensors.layout,
+        layout,
+        config,
+        tuple(matches),
+        unit,
+        found,
+        depth,
+        width,
+        keys,
+        remainder,
+        new_blocks,
     )

@@ -10,11 +10,13 @@ from torch import Tensor, nn
 
 __all__ = ["SOURCES", "InitReport", "init_state"]
 
-SOURCES = ("template", "copied", "selected", "interpolated", "target-init")
+SOURCES = ("template", "copied", "selected", "interpolated", "new-block", "target-init")
 """What :class:`InitReport` says about a target tensor: rebuilt from the ``template``; ``copied``
 unchanged from the source's tensor of the same name; ``selected`` from source entries picked by
 the depth / width rule (new channels at the target's init); ``interpolated`` from a linear mix
-of source entries; ``target-init`` left at the target's own initialization."""
+of source entries; ``new-block`` in a block that depth ``identity`` added (zero in its residual
+writers, else drawn at the statistics of the block before it); ``target-init`` left at the
+target's own initialization."""
 
 
 def init_state(model: nn.Module) -> dict[str, Tensor]:

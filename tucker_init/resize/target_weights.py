@@ -24,6 +24,7 @@ from backbones import BackboneAdapter
 from ..templates.factorized import FactorizedModel, master_dtype
 from ..templates.kinds import get_kind
 from ..templates.template import WeightTemplate, reconstruct_group
+from .new_blocks import identity_blocks
 from .plan import ResizePlan, SourceTensors, plan_resize, source_tensors
 from .remainder import map_remainder
 from .report import init_state
@@ -144,9 +145,13 @@ def target_weights(
     template, scalers = resized_factors(plan, tensors, master_dtype(state.values()), seed)
     # zero_fanout's new channels: one stream each for the remainder's and the templated weights',
     # apart from the scalers' rows (seed) so that either can change without moving the others.
+    # Depth identity's new blocks: a third stream (seed + 3).
     remainder_draws, feature_draws = (torch.Generator().manual_seed(seed + k) for k in (2, 1))
     remainder = map_remainder(plan.remainder, tensors.state, state, target, plan.adapter, remainder_draws)
-    return remainder | _templated_weights(plan, template, scalers, state, feature_draws)
+    weights = remainder | _templated_weights(plan, template, scalers, state, feature_draws)
+    if plan.new_blocks:
+        weights = identity_blocks(weights, plan.new_blocks, state, target, torch.Generator().manual_seed(seed + 3))
+    return weights
 
 
 def _check_repeats(plan: ResizePlan, depth: str | None, width: str | None, adapter: object) -> None:
