@@ -9,7 +9,7 @@ call is deterministic; the source is left alone.
 Adapters, on a small model of each family: the registry finds the adapter for it; the layout
 covers exactly the weights the adapter templates and cuts them losslessly; a full-rank Tucker
 template is lossless; a template file round-trips; initialize() at the template's own size
-gives the materialized model.
+gives the materialized model; a deeper model under depth ``identity`` computes the same function.
 """
 
 from __future__ import annotations
@@ -147,6 +147,7 @@ def test_initializer_contract(name, sources):
 @dataclass(frozen=True)
 class Family:
     build: Callable[[], nn.Module]
+    deeper: Callable[[], nn.Module]  # the same widths, more blocks in some sequences
     img: int = 32
 
 
@@ -154,24 +155,27 @@ def _timm(name: str, **kwargs: Any) -> Callable[[], nn.Module]:
     return lambda: timm.create_model(name, pretrained=False, num_classes=10, **kwargs)
 
 
+SWIN = dict(img_size=32, window_size=4, embed_dim=16, num_heads=(1, 2, 4, 8))
+
+
 # One small model per registered adapter family. A family registered without an entry here fails
 # test_adapter_contract: add a builder when adding an adapter.
 FAMILIES: dict[str, Family] = {
-    "vit": Family(tiny_vit),
-    "resnet": Family(tiny_resnet),
-    "convnext": Family(tiny_convnext),
+    "vit": Family(tiny_vit, lambda: tiny_vit(depth=3)),
+    "resnet": Family(tiny_resnet, lambda: tiny_resnet(layers=(3, 3, 1, 1))),
+    "convnext": Family(tiny_convnext, lambda: tiny_convnext(depths=(3, 1, 2, 2))),
+    # 2 -> 3 blocks keeps each trained block's shift (Swin shifts every odd block).
     "swin": Family(
-        _timm(
-            "swin_tiny_patch4_window7_224",
-            img_size=32,
-            window_size=4,
-            embed_dim=16,
-            depths=(2, 2, 2, 2),
-            num_heads=(1, 2, 4, 8),
-        )
+        _timm("swin_tiny_patch4_window7_224", depths=(2, 2, 2, 2), **SWIN),
+        _timm("swin_tiny_patch4_window7_224", depths=(3, 2, 3, 2), **SWIN),
     ),
-    "eva": Family(_timm("eva02_tiny_patch14_224", img_size=28, depth=2), img=28),
-    "beit": Family(_timm("beit_base_patch16_224", img_size=32, patch_size=8, depth=2, embed_dim=64, num_heads=2)),
+    "eva": Family(
+        _timm("eva02_tiny_patch14_224", img_size=28, depth=2), _timm("eva02_tiny_patch14_224", img_size=28, depth=3), 28
+    ),
+    "beit": Family(
+        _timm("beit_base_patch16_224", img_size=32, patch_size=8, depth=2, embed_dim=64, num_heads=2),
+        _timm("beit_base_patch16_224", img_size=32, patch_size=8, depth=3, embed_dim=64, num_heads=2),
+    ),
 }
 
 
@@ -227,3 +231,10 @@ def test_adapter_contract(family, tmp_path):
     own_size = initialize(built(spec.build, seed=4), fm, depth="select", width="slice")
     for key, value in dense.state_dict().items():
         assert torch.equal(own_size.state_dict()[key], value), key
+
+    # Depth 'identity': the new blocks of a deeper model start as the identity, so it computes the model.
+    deeper, report = initialize(built(spec.deeper, seed=5), fm, depth="identity", return_report=True)
+    assert report.counts().get("new-block", 0) > 0
+    deeper.eval()
+    with torch.no_grad():
+        assert_close_rel(deeper(x), expected, OUTPUT_RTOL[torch.float32], msg="deeper, new blocks identity")

@@ -9,6 +9,10 @@ drawn from a normal with the mean and std of the same tensor in the block before
 its own at the trained scale, as width ``zero_fanout`` does for new channels), and its buffers
 (BN running statistics) keep the target's own init.
 
+The target computes the template's model only where a block's computation does not depend on
+its index: Swin shifts the windows of every odd block, so a trained block moved to a position of
+the other parity (2 -> 4 blocks: block 1 to position 2) loses its shift.
+
 Why not copies or blends of trained blocks (depth ``interpolate``): at L12 from an L6 template
 those start as a different function from the trained one, and fine-tuned below random init there
 (README, "Equal-cost benchmark").
