@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from _models import RTOL, assert_close_rel
+from _models import OUTPUT_RTOL, RTOL, assert_close_rel
 
 from tucker_init import factorize, load_template, save_template
 from tucker_init.cli import build_parser, main
@@ -213,6 +213,13 @@ def test_init_from_a_dense_model_is_weight_selection_at_its_width_and_reaches_wi
     assert main([*source, *wider]) == 0
     widened = load_model(tmp_path / "w.safetensors")[0]
     assert widened.embed_dim == 128 and (widened.head.weight[:, 64:] == 0).all()  # new channels not read yet
+    deeper = ["--depth", "3", "--width", "64", "--depth-rule", "identity", "--out", str(tmp_path / "d.safetensors")]
+    assert main([*source, *deeper]) == 0
+    deepened = load_model(tmp_path / "d.safetensors")[0].eval()
+    assert len(deepened.blocks) == 3 and (deepened.blocks[2].attn.proj.weight == 0).all()  # a new block, identity
+    images = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert_close_rel(deepened(images), dense.eval()(images), OUTPUT_RTOL[torch.float32], msg="identity blocks")
     capsys.readouterr()
     template = tmp_path / "t.safetensors"
     save_template(template, factorize(dense, ranks="full"))
