@@ -517,6 +517,9 @@ def test_depth_identity_needs_the_adapters_residual_writers():
     with pytest.raises(ValueError, match=r"depth='identity' adds block '1.1'.*residual_writers.*'interpolate'"):
         initialize(deeper, template, depth="identity", adapter=adapter)
     initialize(deeper, template, depth="interpolate", adapter=adapter)
+    learn = LearnConfig(data=[(torch.randn(2, 4), torch.zeros(2, dtype=torch.long))], steps=1)
+    with pytest.raises(ValueError, match=r"depth='identity' starts new blocks as the identity, which learned"):
+        initialize(deeper, template, depth="identity", learn=learn, adapter=adapter)
 
 
 # (family, source size, narrower target, wider target): a timm ViT, a ResNet-D, and a Swin, whose

@@ -61,6 +61,12 @@ def _require_learn(depth: str, width: str, learn: LearnConfig | None) -> None:
             f"depth={depth!r}, width={width!r}: the 'learn' rule needs "
             "learn=LearnConfig(data=..., steps=... or epochs=...); found learn=None"
         )
+    if learn is not None and depth == "identity":
+        # Learned scalers would rebuild the new blocks from the template: no longer the identity.
+        raise ValueError(
+            "depth='identity' starts new blocks as the identity, which learned scalers would overwrite; "
+            "pass learn=None, or depth='interpolate' / 'learn' to learn scalers"
+        )
 
 
 def initialize(
