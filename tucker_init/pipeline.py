@@ -192,9 +192,10 @@ def lossless_template(source: str | os.PathLike | nn.Module, argument: str = "so
 def lossless_rules(source: ModelSpec, target: ModelSpec) -> dict[str, str]:
     """The ``initialize`` rules for a dense model's :func:`lossless_template` that the README recommends:
     weight selection's two, depth ``first`` and width ``select`` (evenly spaced channels), where
-    they reach; depth ``interpolate`` for a deeper target; width ``zero_fanout`` for a wider one
-    (the trained channels in place, the new ones features of their own that nothing reads yet:
-    +1.7 over ``interpolate`` and +1.9 over random init at L3 w192, README)."""
+    they reach; depth ``interpolate`` for a deeper target (1.0 above depth ``identity``, whose new
+    blocks start as the identity, at L12 w192 from L6 w128, README); width ``zero_fanout`` for a
+    wider one (the trained channels in place, the new ones features of their own that nothing reads
+    yet: +1.7 over ``interpolate`` and +1.9 over random init at L3 w192, README)."""
     return {
         "depth": "first" if target.depth <= source.depth else "interpolate",
         "width": "select" if target.width <= source.width else "zero_fanout",
