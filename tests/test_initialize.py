@@ -473,6 +473,7 @@ def test_depth_identity_adds_blocks_that_compute_the_identity(family):
 
     (small, large) = IDENTITY_CASES[family]
     source = perturb(build(*small, seed=7), seed=7)
+    own_init = build(*large, seed=3).state_dict()
     target, report = initialize(build(*large, seed=3), lossless_template(source), depth="identity", return_report=True)
     images = IMAGES
     with torch.no_grad():
@@ -494,7 +495,9 @@ def test_depth_identity_adds_blocks_that_compute_the_identity(family):
     for name in new:
         if name.startswith(fresh + ".") and new[name].is_floating_point():
             assert report[name] == "new-block", name
-            if any(name.startswith(f"{fresh}.{w}.") for w in writers) and "running" not in name:
+            if "running" in name:  # buffers, the writer's BN included, keep the target's init
+                assert torch.equal(new[name], own_init[name]), name
+            elif any(name.startswith(f"{fresh}.{w}.") for w in writers):
                 assert (new[name] == 0).all(), f"{name}: a residual writer of a new block is zero"
     for rel in inner:
         drawn, trained = new[f"{fresh}.{rel}"], new[f"{before}.{rel}"]

@@ -87,8 +87,10 @@ def initialize(
             depth / width); its parameters are overwritten in place.
         template: a :class:`~tucker_init.WeightTemplate`, a :class:`~tucker_init.FactorizedModel`
             or the path of a template file.
-        depth: ``"select"`` | ``"first"`` | ``"interpolate"`` | ``"learn"``: how the depth scaler
-            ``X (L*S, r1)`` becomes ``X' (L'*S, r1)``; block-level remainder tensors follow the same map.
+        depth: ``"select"`` | ``"first"`` | ``"interpolate"`` | ``"identity"`` | ``"learn"``: how the
+            depth scaler ``X (L*S, r1)`` becomes ``X' (L'*S, r1)``; block-level remainder tensors follow
+            the same map. ``identity``: ``first``, or for a deeper target the template's layers in order
+            with new blocks between them that start as the identity (not with ``learn``).
         width: ``"slice"`` (the first d' rows) | ``"select"`` (evenly spaced rows, weight
             selection's rule; not for wider targets) | ``"interpolate"`` | ``"zero_fanout"``
             (``slice`` whose new channels nothing reads yet: the weights reading them start at
@@ -99,7 +101,7 @@ def initialize(
             for width; Kronecker S for either), or all of them when neither rule is ``"learn"``.
         return_report: also return an :class:`InitReport`.
         adapter: the target's backbone adapter (required for templates of the generic family).
-        seed: seeds the random rows of a width larger than the template's.
+        seed: seeds the random rows of a width larger than the template's and depth ``identity``'s new blocks.
 
     Returns:
         ``target_model`` (and the report when ``return_report``).

@@ -87,19 +87,21 @@ def identity_blocks(
     target: nn.Module,
     generator: torch.Generator,
 ) -> dict[str, Tensor]:
-    """``weights`` (state-dict key -> target tensor) with every tensor of a new block replaced:
-    zero in its residual writers, the target's own value for buffers, else drawn from ``generator``
-    at the statistics of the same tensor of the block before it. Constants: no gradient flows to them."""
+    """``weights`` (state-dict key -> target tensor) with every tensor of a new block replaced: the
+    target's own value for buffers, zero in its residual writers (added where ``weights`` lacks
+    one), else drawn from ``generator`` at the statistics of the same tensor of the block before
+    it. ``state``: the target's parameters and float buffers. Constants: no gradient flows to them."""
     out = dict(weights)
     for block in new_blocks:
         prefix = block.name + "."
-        for name in [k for k in weights if k.startswith(prefix)]:
-            relative = name[len(prefix) :]
-            current = state[name]
-            if _is_writer(relative, block.writers):
+        # Every tensor of the block: a writer the source could not fill must be zero all the same.
+        for name in [k for k in state if k.startswith(prefix)]:
+            relative, current = name[len(prefix) :], state[name]
+            if _is_buffer(target, name):  # BN running statistics: a zero running_var would be wrong
+                if name in weights:
+                    out[name] = current.detach().clone()
+            elif _is_writer(relative, block.writers):
                 out[name] = torch.zeros_like(current)
-            elif _is_buffer(target, name):
-                out[name] = current.detach().clone()
-            else:
+            elif name in weights:
                 out[name] = _drawn_like(weights[f"{block.before}.{relative}"].detach(), current, generator)
     return out

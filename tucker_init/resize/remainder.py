@@ -114,7 +114,8 @@ class TensorMap:
 def _drawn_like(stats: Tensor, current: Tensor, generator: torch.Generator | None) -> Tensor:
     """``current``'s shape, drawn from a normal with ``stats``'s mean and std (std 0 for one entry)."""
     generator = generator or torch.Generator().manual_seed(0)
-    mean, std = stats.double().mean(), stats.double().std(unbiased=False)
+    # Plain numbers: ``stats`` may live on an accelerator, the generator's noise on the CPU.
+    mean, std = float(stats.double().mean()), float(stats.double().std(unbiased=False))
     noise = torch.randn(current.shape, generator=generator, dtype=torch.float64)
     return (noise * std + mean).to(device=current.device, dtype=current.dtype)
 

@@ -121,7 +121,8 @@ def target_weights(
         depth, width: the rules when no ``plan`` is given (default ``"interpolate"`` / ``"slice"``;
             see :func:`~tucker_init.resize.plan.plan_resize`); with a ``plan`` they may only repeat its own.
         adapter: the target's adapter, when no ``plan`` is given.
-        seed: seeds the random scaler rows of a width larger than the template's.
+        seed: seeds the random scaler rows of a width larger than the template's, width
+            ``zero_fanout``'s new channels and depth ``identity``'s new blocks.
         plan: from :func:`~tucker_init.resize.plan.plan_resize` (reuse it across calls: it holds
             every check and index map); made here when ``None``.
 
