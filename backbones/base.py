@@ -75,6 +75,8 @@ class BackboneAdapter:
     features_layout: ClassVar[str | None] = None
     # Candidate sets of a block's residual writers (see :meth:`residual_writers`), tried in order.
     residual_writer_paths: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    # Whether a block computes something different at an index of the other parity (Swin's shift).
+    block_parity_matters: ClassVar[bool] = False
 
     def matches(self, model: nn.Module) -> bool:
         """Whether this adapter understands ``model``."""

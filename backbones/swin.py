@@ -45,6 +45,7 @@ class SwinAdapter(BackboneAdapter):
 
     family = "swin"
     residual_writer_paths = (("attn.proj", "mlp.fc2"),)
+    block_parity_matters = True  # every odd block shifts its windows
     description = "timm SwinTransformer (Swin v1)"
     features_layout = "NHWC"
 

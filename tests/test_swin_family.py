@@ -12,7 +12,7 @@ import timm
 import torch
 from timm.models.swin_transformer import SwinTransformer
 
-from tucker_init import get_initializer
+from tucker_init import factorize, get_initializer, initialize
 from tucker_init.models import DEFAULT_SIZES, FAMILIES, ModelSpec, create_model, swin_config
 from tucker_init.pipeline import finetune_model, init_model, load_model, pretrain
 
@@ -78,3 +78,19 @@ def test_swin_template_and_dense_pretrain_init_and_finetune(tmp_path: Path):
 
     result = finetune_model(model, "digits", steps=2, batch_size=8, train_subset=32, test_subset=16, device="cpu")
     assert result.final_eval is not None and 0.0 <= result.final_eval["top1"] <= 100.0
+
+
+def test_depth_identity_warns_when_a_swin_block_would_lose_its_shift():
+    # 2 -> 4 blocks puts template block 1 (shifted) at position 2 (not shifted): said, not silent.
+    make = lambda depths: timm.create_model(  # noqa: E731
+        "swin_tiny_patch4_window7_224",
+        img_size=32,
+        window_size=4,
+        embed_dim=16,
+        depths=depths,
+        num_heads=(1, 2, 4, 8),
+        num_classes=10,
+    )
+    template = factorize(make((2, 2, 2, 2)), ranks="full", share=False)
+    with pytest.warns(UserWarning, match=r"other parity \[\(1, 2\)\]"):
+        initialize(make((4, 2, 2, 2)), template, depth="identity")

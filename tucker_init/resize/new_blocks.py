@@ -11,7 +11,8 @@ its own at the trained scale, as width ``zero_fanout`` does for new channels), a
 
 The target computes the template's model only where a block's computation does not depend on
 its index: Swin shifts the windows of every odd block, so a trained block moved to a position of
-the other parity (2 -> 4 blocks: block 1 to position 2) loses its shift.
+the other parity (2 -> 4 blocks: block 1 to position 2) loses its shift; the plan warns then
+(``BackboneAdapter.block_parity_matters``).
 
 Why not copies or blends of trained blocks (depth ``interpolate``): at L12 from an L6 template
 those start as a different function from the trained one, and fine-tuned below random init there
@@ -20,6 +21,7 @@ those start as a different function from the trained one, and fine-tuned below r
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -64,6 +66,8 @@ def plan_new_blocks(
             continue
         blocks = target_layout.groups[group_index].block_names
         kept = {int(depth.lo[j]): blocks[j] for j in range(depth.n_out) if not depth.fresh[j]}
+        if adapter.block_parity_matters:
+            _warn_moved_parity(depth)
         for j in depth.fresh.nonzero().flatten().tolist():
             writers = adapter.residual_writers(target, blocks[j])
             if writers is None:
@@ -74,6 +78,18 @@ def plan_new_blocks(
                 )
             found.append(NewBlock(blocks[j], kept[int(depth.lo[j])], writers))
     return tuple(found)
+
+
+def _warn_moved_parity(depth: AxisMap) -> None:
+    """Warn when a kept block lands at a position of the other parity (Swin: it loses or gains its shift)."""
+    moved = [(int(depth.lo[j]), j) for j in range(depth.n_out) if not depth.fresh[j] and (int(depth.lo[j]) - j) % 2]
+    if moved:
+        warnings.warn(
+            f"depth='identity' moves template blocks to positions of the other parity {moved} (from, to), where "
+            "this family's blocks compute differently (Swin shifts every odd block): the deeper model does not "
+            "start as the template's function",
+            stacklevel=4,
+        )
 
 
 def _is_writer(relative: str, writers: Sequence[str]) -> bool:
