@@ -146,11 +146,10 @@ def target_weights(
     template, scalers = resized_factors(plan, tensors, master_dtype(state.values()), seed)
     # zero_fanout's new channels: one stream each for the remainder's and the templated weights',
     # apart from the scalers' rows (seed) so that either can change without moving the others.
-    # Depth identity's new blocks: a third stream (seed + 3).
     remainder_draws, feature_draws = (torch.Generator().manual_seed(seed + k) for k in (2, 1))
     remainder = map_remainder(plan.remainder, tensors.state, state, target, plan.adapter, remainder_draws)
     weights = remainder | _templated_weights(plan, template, scalers, state, feature_draws)
-    if plan.new_blocks:
+    if plan.new_blocks:  # depth identity's new blocks: a stream of their own (seed + 3)
         weights = identity_blocks(weights, plan.new_blocks, state, target, torch.Generator().manual_seed(seed + 3))
     return weights
 
