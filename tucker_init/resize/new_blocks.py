@@ -34,7 +34,7 @@ from backbones import BackboneAdapter
 
 from ..templates.layout import ModelLayout
 from .axis_maps import AxisMap
-from .remainder import _drawn_like, _is_buffer
+from .remainder import drawn_like, is_buffer
 
 __all__ = ["NewBlock", "identity_blocks", "plan_new_blocks"]
 
@@ -115,11 +115,11 @@ def identity_blocks(
         # Every tensor of the block: a writer the source could not fill must be zero all the same.
         for name in [k for k in state if k.startswith(prefix)]:
             relative, current = name[len(prefix) :], state[name]
-            if _is_buffer(target, name):  # BN running statistics: a zero running_var would be wrong
+            if is_buffer(target, name):  # BN running statistics: a zero running_var would be wrong
                 if name in weights:
                     out[name] = current.detach().clone()
             elif _is_writer(relative, block.writers):
                 out[name] = torch.zeros_like(current)
             elif name in weights:
-                out[name] = _drawn_like(weights[f"{block.before}.{relative}"].detach(), current, generator)
+                out[name] = drawn_like(weights[f"{block.before}.{relative}"].detach(), current, generator)
     return out

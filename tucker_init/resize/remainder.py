@@ -36,7 +36,7 @@ from .axis_roles import AxisRoles
 if TYPE_CHECKING:
     from .plan import GroupMatch
 
-__all__ = ["RemainderPlan", "TensorMap", "map_remainder", "plan_remainder"]
+__all__ = ["RemainderPlan", "TensorMap", "drawn_like", "is_buffer", "map_remainder", "plan_remainder"]
 
 Candidate = tuple[int, int, AxisMap]
 """``(d, d', width map)`` of one matched group: an axis of ``a*d`` channels maps by it, tiled."""
@@ -104,14 +104,14 @@ class TensorMap:
                 value = amap.apply(value, dim)
         value = value.to(device=current.device, dtype=current.dtype)
         if self.fresh is not None:  # a constant either way: no gradient to the target's fresh entries
-            new = _drawn_like(stats, current, generator) if self.draw else current.detach()
+            new = drawn_like(stats, current, generator) if self.draw else current.detach()
             value = torch.where(self.fresh.to(current.device), new, value)
         if self.zero is not None:
             value = value.masked_fill(self.zero.to(current.device), 0.0)
         return value
 
 
-def _drawn_like(stats: Tensor, current: Tensor, generator: torch.Generator | None) -> Tensor:
+def drawn_like(stats: Tensor, current: Tensor, generator: torch.Generator | None) -> Tensor:
     """``current``'s shape, drawn from a normal with ``stats``'s mean and std (std 0 for one entry)."""
     generator = generator or torch.Generator().manual_seed(0)
     # Plain numbers: ``stats`` may live on an accelerator, the generator's noise on the CPU.
@@ -211,7 +211,7 @@ def _reading_axis(target: nn.Module, name: str) -> int | None:
     return 1 if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) else None
 
 
-def _is_buffer(target: nn.Module, name: str) -> bool:
+def is_buffer(target: nn.Module, name: str) -> bool:
     """Whether the state-dict key ``name`` is a buffer of ``target`` (not a parameter)."""
     module_name, _, leaf = name.rpartition(".")
     try:
@@ -243,7 +243,7 @@ def _tensor_map(
     fresh = _fresh_mask(maps, current.shape)
     zero = _zero_mask(maps, current.shape, _reading_axis(target, name))
     # Buffers (BN running statistics) keep the target's own init: a drawn running_var could be negative.
-    draw = not _is_buffer(target, name) and any(m is not None and m.zero_fanout and m.has_fresh for m in maps)
+    draw = not is_buffer(target, name) and any(m is not None and m.zero_fanout and m.has_fresh for m in maps)
     return TensorMap(name, sources, t, resize, tuple(maps), fresh, zero, label, draw)
 
 
