@@ -6,15 +6,20 @@ lr, schedule, data order): once from random init (timm's default) and once from 
 template (SWEET: MAE, width-wise stochastic scaling ``--scaling``, default ``off`` as in
 ``init_methods.py``, whose cached template it reuses). By default the template init
 learns the target's scalers first (``tucker_learned``, a small labelled budget that is reported
-separately); ``--template-init tucker`` uses the depth / width rules only. Top-1 on fixed test
-images is measured before fine-tuning (step 0) and every ``eval_every`` steps.
+separately); ``--template-init tucker`` uses the depth / width rules only; ``--template-init
+lossless`` is the README's best Tucker recipe instead: the dense MAE model of ``init_methods``
+(same budget in steps; a dense step costs 0.89x a template step in FLOPs) held by its lossless
+template (:func:`tucker_init.pipeline.lossless_template`) and initialized with
+:func:`tucker_init.pipeline.lossless_rules` (at or below the source's size: weight selection's
+model). Top-1 on fixed test images is measured before fine-tuning (step 0) and every
+``eval_every`` steps.
 
 Speed-up = (first evaluated step at which random init reaches its own final accuracy) /
 (first evaluated step at which the template init reaches that accuracy). It is ``None`` when the
 template init never reaches it within the budget: then the template gives no speed-up. Steps
 are only known at evaluation points, so the ratio is coarse (its resolution is ``eval_every``).
 
-The template is the one ``experiments/init_methods.py`` uses (same settings -> same entry in
+The template (or dense model) is the one ``experiments/init_methods.py`` uses (same settings -> same entry in
 ``results/cache/``), pre-trained here only when it is not cached yet.
 
 Run (from the repository root):
@@ -46,11 +51,11 @@ from experiments.harness.provenance import md_table, report_header, write_report
 from experiments.harness.runs import init_target
 from experiments.harness.settings import PLAN_BUDGETS, FinetunePlan, resolve_plan
 from experiments.harness.sources import SourcePreset, SourceSpec, ensure_source, source_job
-from tucker_init.pipeline import ModelSpec
+from tucker_init.pipeline import ModelSpec, lossless_rules, lossless_template
 from tucker_init.training import evaluate
 
 NAME = "convergence"
-TEMPLATE_INITS = ("tucker_learned", "tucker")
+TEMPLATE_INITS = ("tucker_learned", "tucker", "lossless")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,10 +87,16 @@ class Experiment:
     init: str  # the template init compared with random init
 
     @property
+    def source_model(self) -> ModelSpec:
+        return ModelSpec("vit", *self.preset.vit_source)
+
+    @property
     def template(self) -> SourceSpec:
-        """The same template as init_methods (same fields -> same cache key)."""
-        model = ModelSpec("vit", *self.preset.vit_source)
-        return self.preset.source("tucker", model, self.preset.vit_tucker_ranks, self.preset.scaling)
+        """The same source as init_methods (same fields -> same cache key): its Tucker template, or
+        for ``lossless`` its dense MAE model."""
+        if self.init == "lossless":
+            return self.preset.source("dense", self.source_model)
+        return self.preset.source("tucker", self.source_model, self.preset.vit_tucker_ranks, self.preset.scaling)
 
     @property
     def targets(self) -> list[ModelSpec]:
@@ -111,7 +122,8 @@ def options(parser: Any) -> None:
         "--template-init",
         choices=TEMPLATE_INITS,
         default="tucker_learned",
-        help="tucker_learned (scalers learned first, default) or tucker (rules only)",
+        help="tucker_learned (scalers learned first, default), tucker (rules only) or lossless (the dense "
+        "MAE model's lossless template, pipeline.lossless_rules)",
     )
     parser.add_argument("--learn-steps", type=int, help="scaler-learning steps (tucker_learned)")
     parser.add_argument("--eval-every", type=int, help="steps between evaluations")
@@ -153,14 +165,22 @@ def announce(exp: Experiment, context: Context) -> Progress:
 
 
 # -- run --------------------------------------------------------------------------------------------------
-def one_curve(target: ModelSpec, init: str, seed: int, template: Path, plan: Plan, splits: Splits, device: str):
+def start_model(target: ModelSpec, init: str, seed: int, source: Path, exp: Experiment, splits: Splits, device: str):
+    """``target`` initialized by ``init`` from ``source`` (a template file, or the dense model of ``lossless``)."""
+    if init == "random":
+        return init_target(target, "random", None, seed, seed_method=True)[0]
+    if init == "lossless":
+        rules = lossless_rules(exp.source_model, target)
+        return init_target(target, "tucker", lossless_template(source), seed, seed_method=True, **rules)[0]
+    options = {"learn": exp.plan.learn(splits, seed, device)} if init == "tucker_learned" else {}
+    return init_target(target, init, source, seed, seed_method=True, **options)[0]
+
+
+def one_curve(target: ModelSpec, init: str, seed: int, source: Path, exp: Experiment, splits: Splits, device: str):
     """Initialize (``"random"`` or a template init), evaluate at step 0, fine-tune with evaluations."""
-    options: dict[str, Any] = {}
-    if init == "tucker_learned":
-        options["learn"] = plan.learn(splits, seed, device)
+    plan = exp.plan
     start = time.perf_counter()
-    source = None if init == "random" else template
-    model, _ = init_target(target, init, source, seed, seed_method=True, **options)
+    model = start_model(target, init, seed, source, exp, splits, device)
     init_s = time.perf_counter() - start
     # Step 0: the init itself, before any fine-tuning (train() evaluates only after steps).
     at_start = evaluate(model.to(resolve_device(device)), fixed_test_loader(splits.test, target.img_size))
@@ -176,14 +196,15 @@ def run(exp: Experiment, context: Context, progress: Progress) -> tuple[dict[str
         progress.advance(estimate_seconds([source_job(exp.template)], context.device))
     plan = exp.plan
     splits = load_splits(exp.preset.data, train_subset=plan.train_subset, test_subset=plan.test_subset)
-    settings = {**settings_of(plan), "data": exp.preset.data, "template": exp.template.key()}
+    settings = {**settings_of(plan), "data": exp.preset.data}
+    source = {"template": exp.template.key()}  # random init's runs do not depend on it: shared by every --template-init
     curves: dict[str, dict[str, list]] = {t.name: {i: [] for i in exp.inits} for t in exp.targets}
     seconds = 0.0
     for k, (target, init, seed) in enumerate(exp.runs(), 1):
         result = cached_run(
             run_path(context, target, init, seed),
-            {**settings, "target": asdict(target), "init": init, "seed": seed},
-            lambda t=target, i=init, s=seed: one_curve(t, i, s, template.path, plan, splits, context.device),
+            {**settings, **({} if init == "random" else source), "target": asdict(target), "init": init, "seed": seed},
+            lambda t=target, i=init, s=seed: one_curve(t, i, s, template.path, exp, splits, context.device),
         )
         curve = [(int(s), float(v)) for s, v in result["curve"]]
         curves[target.name][init].append(curve)
@@ -306,18 +327,19 @@ def plot(context: Context, exp: Experiment, means: dict[str, dict]) -> None:
 def _setting_text(exp: Experiment, compute_s: float, elapsed: float) -> str:
     """The settings paragraph of the report."""
     plan, preset, template = exp.plan, exp.preset, exp.template
-    learned = (
-        f" (depth/width scalers learned for {plan.learn_steps} Adam steps x batch {plan.learn_batch} on "
-        "labelled training images before fine-tuning; not counted in the fine-tuning steps)"
-        if exp.init == "tucker_learned"
-        else " (depth interpolate, width slice; nothing learned)"
-    )
+    learned = {
+        "tucker_learned": f" (depth/width scalers learned for {plan.learn_steps} Adam steps x batch "
+        f"{plan.learn_batch} on labelled training images before fine-tuning; not counted in the fine-tuning steps)",
+        "tucker": " (depth interpolate, width slice; nothing learned)",
+        "lossless": " (the dense model's lossless template, factorize(ranks='full'), with "
+        "pipeline.lossless_rules: at or below its size weight selection's model; nothing learned)",
+    }[exp.init]
     return (
         f"Setting `{exp.mode}`: ViT targets {[t.name for t in exp.targets]} on {preset.data}; fine-tuning "
         f"{plan.finetune_steps} steps x batch {plan.finetune_batch}, AdamW lr {plan.finetune_lr:g}, 10 % warm-up + "
         "cosine, label smoothing "
         f"0.1, the same for both inits; top-1 on {plan.test_subset or 'all 10,000'} fixed test images every "
-        f"{plan.eval_every} steps and at step 0; seeds {list(plan.seeds)}. Template: {template.describe()}, MAE "
+        f"{plan.eval_every} steps and at step 0; seeds {list(plan.seeds)}. Source: {template.describe()}, MAE "
         f"{preset.steps} steps x batch {preset.batch_size} (cache `{template.key()}`). Template init: `{exp.init}`"
         + learned
         + f". Compute: {fmt_duration(compute_s)} initializing and fine-tuning (with evaluations); this "

@@ -5,6 +5,7 @@ CSV, Markdown and PNG files, each saying how it was produced), and of the harnes
 from __future__ import annotations
 
 import csv
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +70,17 @@ def test_scripts_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     capsys.readouterr()
     assert convergence.main(["--smoke", "--out", str(out), "--cache", str(cache)]) == 0
     assert "(reused)" in capsys.readouterr().out
+
+    # The lossless path starts from init_methods' dense source (cached too) and reuses random init's run.
+    capsys.readouterr()
+    flags = ["--smoke", "--out", str(out), "--cache", str(cache), "--template-init", "lossless"]
+    assert convergence.main(flags) == 0
+    printed = capsys.readouterr().out
+    assert "cached  dense MAE model" in printed
+    assert re.search(r"random seed 0: .*\(reused\)", printed) and not re.search(
+        r"lossless seed 0: .*\(reused\)", printed
+    )
+    assert "lossless" in (out / "convergence.md").read_text()
 
 
 def test_scripts_run_as_modules() -> None:
