@@ -79,8 +79,9 @@ seed: ``target, method, recipe, seed, top1, pretrain_cost`` plus the top-1 curve
 against the cost of serving all five ViT sizes). ``--publish`` copies the CSV and the figure to
 ``docs/results/`` and ``docs/figures/``. Finished runs are kept, so an interrupted run resumes.
 ``--finetune-steps N`` fine-tunes longer from the same sources (runs in ``runs_ftN/``, outputs
-``runs_ftN.csv``, ...); ``--targets`` and ``--methods`` pick a subset, e.g. to check whether the
-ranking holds once random init has (nearly) stopped improving.
+``runs_ftN.csv``, ...), ``--layer-decay D`` with timm's layer-wise lr decay (``runs_ldD/``);
+``--targets`` and ``--methods`` pick a subset, e.g. to check whether the ranking holds once random
+init has (nearly) stopped improving.
 """
 
 from __future__ import annotations
@@ -197,6 +198,12 @@ class Preset:
     test_subset: int
     seeds: tuple[int, ...] = (0, 1, 2)
     data: str = "fashion_mnist"
+    layer_decay: float | None = None  # of the fine-tuning (timm's layer-wise lr decay); None: one lr for all
+
+    @property
+    def recipe(self) -> str:
+        """The fine-tuning recipe as the CSV names it."""
+        return "small_finetune" + ("" if self.layer_decay is None else f"+layer_decay{self.layer_decay:g}")
 
 
 def _vit(depth: int, width: int, img: int) -> ModelSpec:
@@ -488,6 +495,7 @@ def run_target(
             seed=seed,
             train_subset=preset.finetune_subset,
             test_subset=preset.test_subset,
+            engine=None if preset.layer_decay is None else {"layer_decay": preset.layer_decay},
         )
         curve = {e["step"]: e["top1"] for e in result.evals}
         three_quarters = max((s for s in curve if s <= 0.75 * preset.finetune_steps), default=None)
@@ -495,7 +503,7 @@ def run_target(
             "target": _size(target),
             "family": target.family,
             "method": method,
-            "recipe": "small_finetune",
+            "recipe": preset.recipe,
             "seed": seed,
             "top1": round(result.final_eval["top1"], 3),
             "top1_at_3_4": None if three_quarters is None else round(curve[three_quarters], 3),
@@ -687,6 +695,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="fine-tune this long instead of the preset's (same sources; runs and outputs tagged _ftN)",
     )
+    parser.add_argument(
+        "--layer-decay",
+        type=float,
+        default=None,
+        help="fine-tune with timm's layer-wise lr decay D (block i of n at lr * D**(n - i); runs and outputs "
+        "tagged _ldD); default: one lr for every layer",
+    )
     parser.add_argument("--out", type=Path, default=None, help="default results/init_benchmark/PRESET")
     parser.add_argument("--publish", action="store_true", help="copy the CSV and figure into docs/")
     parser.add_argument(
@@ -701,8 +716,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def resolve_preset(args: argparse.Namespace) -> tuple[Preset, str]:
-    """The preset with the command line's seeds and fine-tuning length, and the tag of its runs
-    (``""``, or ``_ftN`` for a fine-tuning length other than the preset's)."""
+    """The preset with the command line's seeds, fine-tuning length and layer decay, and the tag of
+    its runs (``""``; ``_ftN`` for a fine-tuning length other than the preset's, ``_ldD`` for a layer
+    decay)."""
     preset = PRESETS[args.preset]
     preset = replace(preset, seeds=tuple(args.seeds)) if args.seeds else preset
     tag = ""
@@ -710,6 +726,10 @@ def resolve_preset(args: argparse.Namespace) -> tuple[Preset, str]:
         if args.finetune_steps < 4:
             raise SystemExit(f"--finetune-steps must be at least 4 (four evaluations), got {args.finetune_steps}")
         preset, tag = replace(preset, finetune_steps=args.finetune_steps), f"_ft{args.finetune_steps}"
+    if args.layer_decay is not None:
+        if not 0 < args.layer_decay <= 1:
+            raise SystemExit(f"--layer-decay must be in (0, 1], got {args.layer_decay}")
+        preset, tag = replace(preset, layer_decay=args.layer_decay), f"{tag}_ld{args.layer_decay:g}"
     if args.source_steps is not None:
         if args.source_steps < 1:
             raise SystemExit(f"--source-steps must be a positive number of steps, got {args.source_steps}")

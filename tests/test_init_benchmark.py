@@ -61,6 +61,12 @@ def test_smoke_benchmark_writes_rows_costs_and_figure(tmp_path):
     long_rows = list(csv.DictReader((tmp_path / "runs_ft8.csv").open()))
     assert [(r["target"], r["method"], r["steps"]) for r in long_rows] == [("vit-L1w64", "random", "8")]
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
+    # So does a fine-tuning with layer decay, named in the recipe column.
+    flags = ["--targets", "vit-L1w64", "--methods", "random", "--layer-decay", "0.75"]
+    init_benchmark.main(["--preset", "smoke", "--out", str(tmp_path), *flags])
+    decayed = list(csv.DictReader((tmp_path / "runs_ld0.75.csv").open()))
+    assert [(r["method"], r["recipe"]) for r in decayed] == [("random", "small_finetune+layer_decay0.75")]
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items())
     # A report over a method whose source is missing still reports every other method.
     prefix = tmp_path / "sources" / "vit" / "tucker_prefix" / "source.json"
     prefix.rename(prefix.with_suffix(".moved"))
@@ -93,6 +99,7 @@ def test_only_the_sources_the_methods_need_are_planned():
         (["--finetune-steps", "2"], "--finetune-steps must be at least 4 .four evaluations., got 2"),
         (["--source-steps", "0"], "--source-steps must be a positive number of steps, got 0"),
         (["--publish-as", "../x"], "--publish-as must be a plain file name .*, got '../x'"),
+        (["--layer-decay", "1.5"], r"--layer-decay must be in \(0, 1\], got 1.5"),
     ],
 )
 def test_bad_budgets_are_refused_in_one_line(tmp_path, flags, message):
