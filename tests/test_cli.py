@@ -25,6 +25,15 @@ def test_help_lists_every_command(capsys):
         assert command in out
 
 
+@pytest.mark.parametrize("command", ["pretrain", "init", "finetune", "evaluate", "demo"])
+def test_every_command_prints_its_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: tucker-init {command}") and "--config YAML" in out
+
+
 def test_pretrain_init_finetune_evaluate(tmp_path, capsys):
     pre = tmp_path / "pre"
     common = ["--data", "digits", "--seed", "0", "--device", "cpu"]

@@ -127,7 +127,8 @@ def _add_run(p: argparse.ArgumentParser, *, kind: str, steps: int, batch: int) -
         "--recipe",
         default=default,
         choices=list_recipes(kind),
-        help=f"named hyper-parameters (default {default}: {get_recipe(default).description})",
+        # argparse %-formats help strings; a recipe's description may say "10 % warm-up"
+        help=f"named hyper-parameters (default {default}: {get_recipe(default).description})".replace("%", "%%"),
     )
     g.add_argument("--lr", type=POSITIVE, default=None, help="peak learning rate (default: the recipe's, scaled)")
     g.add_argument("--warmup-steps", type=COUNT, default=None, help="linear warm-up steps (default: the recipe's)")
