@@ -8,10 +8,11 @@ import json
 import pytest
 
 from experiments import init_benchmark
+from tucker_init.pipeline import finetune_model
 
 
 @pytest.mark.slow
-def test_smoke_benchmark_writes_rows_costs_and_figure(tmp_path):
+def test_smoke_benchmark_writes_rows_costs_and_figure(tmp_path, monkeypatch):
     summary = init_benchmark.main(["--preset", "smoke", "--out", str(tmp_path)])
     rows = list(csv.DictReader((tmp_path / "runs.csv").open()))
     assert set(init_benchmark.CSV_COLUMNS) <= set(rows[0])
@@ -61,9 +62,18 @@ def test_smoke_benchmark_writes_rows_costs_and_figure(tmp_path):
     long_rows = list(csv.DictReader((tmp_path / "runs_ft8.csv").open()))
     assert [(r["target"], r["method"], r["steps"]) for r in long_rows] == [("vit-L1w64", "random", "8")]
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
-    # So does a fine-tuning with layer decay, named in the recipe column.
+    # So does a fine-tuning with layer decay, which reaches the engine and is named in the recipe column.
+    engines = []
+
+    def recording_finetune(*args, **kwargs):
+        engines.append(kwargs.get("engine"))
+        return finetune_model(*args, **kwargs)
+
+    monkeypatch.setattr(init_benchmark, "finetune_model", recording_finetune)
     flags = ["--targets", "vit-L1w64", "--methods", "random", "--layer-decay", "0.75"]
     init_benchmark.main(["--preset", "smoke", "--out", str(tmp_path), *flags])
+    assert engines == [{"layer_decay": 0.75}]
+    monkeypatch.undo()
     decayed = list(csv.DictReader((tmp_path / "runs_ld0.75.csv").open()))
     assert [(r["method"], r["recipe"]) for r in decayed] == [("random", "small_finetune+layer_decay0.75")]
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
