@@ -8,7 +8,7 @@ import json
 import pytest
 
 from experiments import init_benchmark
-from tucker_init.pipeline import finetune_model
+from tucker_init.pipeline import finetune_model, lossless_rules
 
 
 @pytest.mark.slow
@@ -130,6 +130,14 @@ def test_depth_first_becomes_interpolate_only_for_targets_deeper_than_the_templa
     narrower = init_benchmark.init_options("tucker_compress_select", by_size["vit-L3w64"], family)
     assert narrower == {"depth": "first", "width": "select"}
     assert init_benchmark.init_options("tucker_compress_select", by_size["vit-L12w192"], family) == wide
+
+
+def test_the_lossless_method_uses_the_rules_the_library_recommends():
+    # tucker_compress_zero is what the README tells users to run: pipeline.lossless_rules, at every target.
+    for family in init_benchmark.PRESETS["quick"].families:
+        for target in family.targets:
+            expected = lossless_rules(family.source, target)
+            assert init_benchmark.init_options("tucker_compress_zero", target, family) == expected, target
 
 
 def test_table_marks_a_cell_with_another_number_of_seeds():

@@ -82,15 +82,17 @@ def test_swin_template_and_dense_pretrain_init_and_finetune(tmp_path: Path):
 
 def test_depth_identity_warns_when_a_swin_block_would_lose_its_shift():
     # 2 -> 4 blocks puts template block 1 (shifted) at position 2 (not shifted): said, not silent.
-    make = lambda depths: timm.create_model(  # noqa: E731
-        "swin_tiny_patch4_window7_224",
-        img_size=32,
-        window_size=4,
-        embed_dim=16,
-        depths=depths,
-        num_heads=(1, 2, 4, 8),
-        num_classes=10,
-    )
+    def make(depths: tuple[int, ...]) -> SwinTransformer:
+        return timm.create_model(
+            "swin_tiny_patch4_window7_224",
+            img_size=32,
+            window_size=4,
+            embed_dim=16,
+            depths=depths,
+            num_heads=(1, 2, 4, 8),
+            num_classes=10,
+        )
+
     template = factorize(make((2, 2, 2, 2)), ranks="full", share=False)
     with pytest.warns(UserWarning, match=r"other parity \[\(1, 2\)\]"):
         initialize(make((4, 2, 2, 2)), template, depth="identity")
