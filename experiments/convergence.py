@@ -44,7 +44,7 @@ from typing import Any
 
 from analysis import plot_accuracy_vs_steps, steps_to_reach, write_table
 from experiments.harness.cache import cached_run, settings_of
-from experiments.harness.cli import Context, add_scaling_option, entry_point
+from experiments.harness.cli import Context, add_scaling_option, check_layer_decay, entry_point, layer_decay_tag
 from experiments.harness.data import Splits, fixed_test_loader, load_splits
 from experiments.harness.estimate import Job, Progress, estimate_seconds, fmt_duration, log, resolve_device
 from experiments.harness.provenance import md_table, report_header, write_report
@@ -127,17 +127,25 @@ def options(parser: Any) -> None:
     )
     parser.add_argument("--learn-steps", type=int, help="scaler-learning steps (tucker_learned)")
     parser.add_argument("--eval-every", type=int, help="steps between evaluations")
+    parser.add_argument(
+        "--layer-decay",
+        type=float,
+        help="fine-tune both inits with timm's layer-wise lr decay D (block i of n at lr * D**(n - i); runs "
+        "tagged _ldD); default: one lr for every layer",
+    )
 
 
 def make_plan(context: Context) -> Experiment:
     """The mode's preset and plan with the command line's overrides."""
     args = context.args
-    preset, plan = resolve_plan(PLANS, context, eval_every=args.eval_every)
+    layer_decay = check_layer_decay(args.layer_decay)
+    preset, plan = resolve_plan(PLANS, context, eval_every=args.eval_every, layer_decay=layer_decay)
     return Experiment(context.mode, preset, plan, args.template_init)
 
 
-def run_path(context: Context, target: ModelSpec, init: str, seed: int) -> Path:
-    return context.out / "runs" / target.name / init / f"seed{seed}.json"
+def run_path(context: Context, exp: Experiment, target: ModelSpec, init: str, seed: int) -> Path:
+    """A run's result file; runs with layer decay keep their own (``<init>_ldD``)."""
+    return context.out / "runs" / target.name / (init + layer_decay_tag(exp.plan.layer_decay)) / f"seed{seed}.json"
 
 
 def curve_jobs(plan: Plan, target: ModelSpec, init: str) -> list[Job]:
@@ -154,7 +162,7 @@ def announce(exp: Experiment, context: Context) -> Progress:
         f"template init {exp.init}; seeds {list(exp.plan.seeds)}; data {exp.preset.data}; output {context.out}; "
         f"cache {context.cache}"
     )
-    todo = [(t, i) for t, i, s in exp.runs() if not run_path(context, t, i, s).is_file()]
+    todo = [(t, i) for t, i, s in exp.runs() if not run_path(context, exp, t, i, s).is_file()]
     jobs = [j for t, i in todo for j in curve_jobs(exp.plan, t, i)]
     if not (context.cache / exp.template.key() / "source.json").is_file():
         jobs.append(source_job(exp.template))
@@ -202,7 +210,7 @@ def run(exp: Experiment, context: Context, progress: Progress) -> tuple[dict[str
     seconds = 0.0
     for k, (target, init, seed) in enumerate(exp.runs(), 1):
         result = cached_run(
-            run_path(context, target, init, seed),
+            run_path(context, exp, target, init, seed),
             {**settings, **({} if init == "random" else source), "target": asdict(target), "init": init, "seed": seed},
             lambda t=target, i=init, s=seed: one_curve(t, i, s, template.path, exp, splits, context.device),
         )
@@ -334,11 +342,12 @@ def _setting_text(exp: Experiment, compute_s: float, elapsed: float) -> str:
         "lossless": " (the dense model's lossless template, factorize(ranks='full'), with "
         "pipeline.lossless_rules: at or below its size weight selection's model; nothing learned)",
     }[exp.init]
+    decay = "" if plan.layer_decay is None else f", layer-wise lr decay {plan.layer_decay:g} (timm's)"
     return (
         f"Setting `{exp.mode}`: ViT targets {[t.name for t in exp.targets]} on {preset.data}; fine-tuning "
         f"{plan.finetune_steps} steps x batch {plan.finetune_batch}, AdamW lr {plan.finetune_lr:g}, 10 % warm-up + "
         "cosine, label smoothing "
-        f"0.1, the same for both inits; top-1 on {plan.test_subset or 'all 10,000'} fixed test images every "
+        f"0.1{decay}, the same for both inits; top-1 on {plan.test_subset or 'all 10,000'} fixed test images every "
         f"{plan.eval_every} steps and at step 0; seeds {list(plan.seeds)}. Source: {template.describe()}, MAE "
         f"{preset.steps} steps x batch {preset.batch_size} (cache `{template.key()}`). Template init: `{exp.init}`"
         + learned

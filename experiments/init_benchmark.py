@@ -104,7 +104,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from analysis import steps_to_reach
-from experiments.harness import command_line, git_revision, log, md_table
+from experiments.harness import check_layer_decay, command_line, git_revision, layer_decay_tag, log, md_table
 from tucker_init import LearnConfig, factorize, get_initializer, load_template
 from tucker_init.pipeline import ModelSpec, finetune_model, load_model, lossless_template, make_train_loader, pretrain
 
@@ -726,10 +726,8 @@ def resolve_preset(args: argparse.Namespace) -> tuple[Preset, str]:
         if args.finetune_steps < 4:
             raise SystemExit(f"--finetune-steps must be at least 4 (four evaluations), got {args.finetune_steps}")
         preset, tag = replace(preset, finetune_steps=args.finetune_steps), f"_ft{args.finetune_steps}"
-    if args.layer_decay is not None:
-        if not 0 < args.layer_decay <= 1:
-            raise SystemExit(f"--layer-decay must be in (0, 1], got {args.layer_decay}")
-        preset, tag = replace(preset, layer_decay=args.layer_decay), f"{tag}_ld{args.layer_decay:g}"
+    if check_layer_decay(args.layer_decay) is not None:
+        preset, tag = replace(preset, layer_decay=args.layer_decay), tag + layer_decay_tag(args.layer_decay)
     if args.source_steps is not None:
         if args.source_steps < 1:
             raise SystemExit(f"--source-steps must be a positive number of steps, got {args.source_steps}")

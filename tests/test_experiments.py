@@ -82,6 +82,17 @@ def test_scripts_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     )
     assert "lossless" in (out / "convergence.md").read_text()
 
+    # Layer decay fine-tunes both inits again, in runs of their own: the runs without it stay.
+    capsys.readouterr()
+    assert convergence.main([*flags, "--layer-decay", "0.75"]) == 0
+    assert "(reused)" not in capsys.readouterr().out
+    target_runs = next((out / "runs").iterdir())
+    inits = {"random", "lossless", "tucker_learned", "random_ld0.75", "lossless_ld0.75"}
+    assert {p.name for p in target_runs.iterdir()} == inits
+    assert "layer-wise lr decay 0.75" in (out / "convergence.md").read_text()
+    with pytest.raises(SystemExit, match=r"--layer-decay must be in \(0, 1\], got 0.0"):
+        convergence.main([*flags, "--layer-decay", "0"])
+
 
 def test_scripts_run_as_modules() -> None:
     """``python -m experiments.NAME`` from the repository root, with no path set up by the script."""

@@ -99,6 +99,18 @@ def add_scaling_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_layer_decay(value: float | None) -> float | None:
+    """``--layer-decay``'s value, refused (one line, exit status 1) outside (0, 1]; ``None`` stays ``None``."""
+    if value is not None and not 0 < value <= 1:
+        raise SystemExit(f"--layer-decay must be in (0, 1], got {value}")
+    return value
+
+
+def layer_decay_tag(value: float | None) -> str:
+    """The suffix of runs and outputs fine-tuned with layer decay ``value`` (``""`` without)."""
+    return "" if value is None else f"_ld{value:g}"
+
+
 def resolve_mode(args: argparse.Namespace) -> str:
     """The mode the flags name; ``full`` when none is set."""
     return next((m for m in MODES[:-1] if getattr(args, m, False)), "full")

@@ -62,10 +62,11 @@ def finetune_classifier(
     device: str = "auto",
     image_size: int = 32,
     eval_every: int = 0,
+    layer_decay: float | None = None,
 ) -> TrainResult:
     """``pipeline.finetune_model`` with the ``small_finetune`` recipe (AdamW, 10 % warm-up + cosine,
     label smoothing 0.1) at ``lr`` on ``splits.train``, scored on ``splits.test`` (the same images
-    for every run)."""
+    for every run); with ``layer_decay``, timm's layer-wise lr decay on top (one lr for all without)."""
     return finetune_model(
         model,
         splits.train,
@@ -78,4 +79,5 @@ def finetune_classifier(
         image_size=image_size,
         seed=seed,
         device=device,
+        engine=None if layer_decay is None else {"layer_decay": layer_decay},
     )

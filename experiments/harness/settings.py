@@ -157,6 +157,7 @@ class FinetunePlan:
     test_subset: int | None
     train_subset: int | None = None  # fine-tuning data subset (smoke only)
     seeds: tuple[int, ...] = (0,)
+    layer_decay: float | None = None  # of the fine-tuning (timm's layer-wise lr decay); None: one lr for all
 
     def learn(self, splits: Splits, seed: int, device: str) -> LearnConfig:
         """Scaler learning on the labelled training images."""
@@ -173,6 +174,7 @@ class FinetunePlan:
             seed=seed,
             device=device,
             eval_every=eval_every,
+            layer_decay=self.layer_decay,
         )
 
 
