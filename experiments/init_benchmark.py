@@ -95,7 +95,7 @@ import shutil
 import statistics
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -106,7 +106,15 @@ from torch.utils.flop_counter import FlopCounterMode
 from analysis import steps_to_reach
 from experiments.harness import check_layer_decay, command_line, git_revision, layer_decay_tag, log, md_table
 from tucker_init import LearnConfig, factorize, get_initializer, load_template
-from tucker_init.pipeline import ModelSpec, finetune_model, load_model, lossless_template, make_train_loader, pretrain
+from tucker_init.pipeline import (
+    ModelSpec,
+    finetune_model,
+    load_model,
+    lossless_rules,
+    lossless_template,
+    make_train_loader,
+    pretrain,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = (
@@ -153,8 +161,9 @@ SHARED_SOURCE = {
 }
 # Template methods that initialize with other options than the library's defaults: another depth
 # rule (the one their sub-networks were trained under, or weight selection's ``first``), or
-# scalers learned for SWEET's 0.16 epoch of the target's labelled subset.
-INIT_OPTIONS = {
+# scalers learned for SWEET's 0.16 epoch of the target's labelled subset. A function of (source,
+# target) gives the rules per target: the lossless path is the library's own rule table.
+INIT_OPTIONS: dict[str, dict[str, str | float] | Callable[[ModelSpec, ModelSpec], dict[str, str]]] = {
     "tucker_mae_select": {"depth": "select"},
     "tucker_mae_first": {"depth": "first"},
     "tucker_mae_learned": {"learn_epochs": 0.16},
@@ -164,7 +173,7 @@ INIT_OPTIONS = {
     "tucker_compress_wide": {"depth": "first", "wider_width": "interpolate"},
     "tucker_compress_select": {"depth": "first", "width": "select", "wider_width": "interpolate"},
     "tucker_compress_subnet": {"depth": "first"},
-    "tucker_compress_zero": {"depth": "first", "width": "select", "wider_width": "zero_fanout"},
+    "tucker_compress_zero": lossless_rules,
     "tucker_compress_identity": {"depth": "identity", "width": "select", "wider_width": "zero_fanout"},
     "kronecker_zero": {"width": "zero_fanout"},
     "kronecker_identity": {"depth": "identity", "width": "zero_fanout"},
@@ -430,7 +439,10 @@ def init_options(method: str, target: ModelSpec, family: Family) -> dict[str, An
     """``method``'s initialize options for ``target`` (:data:`INIT_OPTIONS`); depth ``first``, which
     cannot build a target deeper than the template, becomes ``interpolate`` there, as the README
     advises for deeper targets; ``wider_width`` is the width rule of a target wider than the template."""
-    options = dict(INIT_OPTIONS.get(method, {}))
+    rules = INIT_OPTIONS.get(method, {})
+    if callable(rules):
+        return rules(family.source, target)
+    options = dict(rules)
     if options.get("depth") == "first" and target.depth > family.source.depth:
         options["depth"] = "interpolate"
     wider_width = options.pop("wider_width", None)  # the width rule for targets wider than the template
