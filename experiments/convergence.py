@@ -44,7 +44,14 @@ from typing import Any
 
 from analysis import plot_accuracy_vs_steps, steps_to_reach, write_table
 from experiments.harness.cache import cached_run, settings_of
-from experiments.harness.cli import Context, add_scaling_option, check_layer_decay, entry_point, layer_decay_tag
+from experiments.harness.cli import (
+    Context,
+    add_layer_decay_option,
+    add_scaling_option,
+    check_layer_decay,
+    entry_point,
+    layer_decay_tag,
+)
 from experiments.harness.data import Splits, fixed_test_loader, load_splits
 from experiments.harness.estimate import Job, Progress, estimate_seconds, fmt_duration, log, resolve_device
 from experiments.harness.provenance import md_table, report_header, write_report
@@ -127,12 +134,7 @@ def options(parser: Any) -> None:
     )
     parser.add_argument("--learn-steps", type=int, help="scaler-learning steps (tucker_learned)")
     parser.add_argument("--eval-every", type=int, help="steps between evaluations")
-    parser.add_argument(
-        "--layer-decay",
-        type=float,
-        help="fine-tune both inits with timm's layer-wise lr decay D (block i of n at lr * D**(n - i); runs "
-        "tagged _ldD); default: one lr for every layer",
-    )
+    add_layer_decay_option(parser)  # both inits
 
 
 def make_plan(context: Context) -> Experiment:

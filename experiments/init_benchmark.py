@@ -104,7 +104,15 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from analysis import steps_to_reach
-from experiments.harness import check_layer_decay, command_line, git_revision, layer_decay_tag, log, md_table
+from experiments.harness import (
+    add_layer_decay_option,
+    check_layer_decay,
+    command_line,
+    git_revision,
+    layer_decay_tag,
+    log,
+    md_table,
+)
 from tucker_init import LearnConfig, factorize, get_initializer, load_template
 from tucker_init.pipeline import (
     ModelSpec,
@@ -707,13 +715,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="fine-tune this long instead of the preset's (same sources; runs and outputs tagged _ftN)",
     )
-    parser.add_argument(
-        "--layer-decay",
-        type=float,
-        default=None,
-        help="fine-tune with timm's layer-wise lr decay D (block i of n at lr * D**(n - i); runs and outputs "
-        "tagged _ldD); default: one lr for every layer",
-    )
+    add_layer_decay_option(parser)
     parser.add_argument("--out", type=Path, default=None, help="default results/init_benchmark/PRESET")
     parser.add_argument("--publish", action="store_true", help="copy the CSV and figure into docs/")
     parser.add_argument(

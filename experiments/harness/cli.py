@@ -99,6 +99,17 @@ def add_scaling_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_layer_decay_option(parser: argparse.ArgumentParser) -> None:
+    """``--layer-decay``: timm's layer-wise lr decay for the fine-tuning (check it with :func:`check_layer_decay`)."""
+    parser.add_argument(
+        "--layer-decay",
+        type=float,
+        default=None,
+        help="fine-tune with timm's layer-wise lr decay D (block i of n at lr * D**(n - i)), in runs (and outputs) "
+        "of their own, tagged _ldD; default: one lr for every layer",
+    )
+
+
 def check_layer_decay(value: float | None) -> float | None:
     """``--layer-decay``'s value, refused (one line, exit status 1) outside (0, 1]; ``None`` stays ``None``."""
     if value is not None and not 0 < value <= 1:
