@@ -81,7 +81,9 @@ against the cost of serving all five ViT sizes). ``--publish`` copies the CSV an
 ``--finetune-steps N`` fine-tunes longer from the same sources (runs in ``runs_ftN/``, outputs
 ``runs_ftN.csv``, ...), ``--layer-decay D`` with timm's layer-wise lr decay (``runs_ldD/``);
 ``--targets`` and ``--methods`` pick a subset, e.g. to check whether the ranking holds once random
-init has (nearly) stopped improving.
+init has (nearly) stopped improving. ``--import-runs CSV`` copies the rows of an earlier published
+CSV into the run cache (checked against this run's recipe, steps and source costs), so that one
+report can hold runs of several sessions; the ``imported_from`` column names them.
 """
 
 from __future__ import annotations
@@ -187,7 +189,18 @@ INIT_OPTIONS: dict[str, dict[str, str | float] | Callable[[ModelSpec, ModelSpec]
     "kronecker_identity": {"depth": "identity", "width": "zero_fanout"},
     "tucker_mae_zero": {"width": "zero_fanout"},
 }
-CSV_COLUMNS = ("target", "method", "recipe", "seed", "top1", "pretrain_cost", "top1_at_3_4", "family", "steps")
+CSV_COLUMNS = (
+    "target",
+    "method",
+    "recipe",
+    "seed",
+    "top1",
+    "pretrain_cost",
+    "top1_at_3_4",
+    "family",
+    "steps",
+    "imported_from",  # empty: run by this command; else the published CSV it was copied from (--import-runs)
+)
 
 
 # -- plan ------------------------------------------------------------------------------------------
@@ -484,6 +497,11 @@ def learned_scalers(
     return get_initializer("tucker_learned")(model, template, learn=learn, seed=seed)
 
 
+def has_sources(method: str, family: Family, sources: dict[str, dict]) -> bool:
+    """Whether every source job behind ``method`` is finished (is in ``sources``)."""
+    return all(job.name in sources for job in needed_jobs(family, [method]))
+
+
 def method_cost(method: str, family: Family, sources: dict[str, dict]) -> float:
     """Pre-training FLOPs behind ``method``'s source for one family (direct: all targets)."""
     if method == "random":
@@ -533,6 +551,47 @@ def run_target(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(row))
     return row or None
+
+
+def import_runs(path: Path, family: Family, preset: Preset, runs: Path, sources: dict[str, dict]) -> int:
+    """Copy the runs of a CSV this benchmark published (``--publish``) into the run cache, for runs
+    measured in another session whose run files are gone; returns how many were copied. A run
+    already in the cache is kept. Every copied row must come from this fine-tuning (recipe and steps)
+    and from sources of this cost (its ``pretrain_cost`` within 0.1 % of the method's here); the
+    copies carry ``imported_from`` and no top-1 curve (the speed-ups leave them out)."""
+    if not path.is_file():
+        raise SystemExit(f"--import-runs: no such file {path}")
+    with path.open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("family") == family.name]
+    copied = 0
+    for r in rows:
+        where = f"--import-runs {path.name}: {r['target']} {r['method']} seed {r['seed']}"
+        if (r["recipe"], int(r["steps"])) != (preset.recipe, preset.finetune_steps):
+            raise SystemExit(
+                f"{where} was fine-tuned with {r['recipe']} for {r['steps']} steps, "
+                f"this run with {preset.recipe} for {preset.finetune_steps}"
+            )
+        if not has_sources(r["method"], family, sources):
+            continue  # its source is not part of this run: the row would not be reported anyway
+        cost = method_cost(r["method"], family, sources)
+        if abs(float(r["pretrain_cost"]) - cost) > 1e-3 * max(cost, 1.0):
+            raise SystemExit(f"{where} cost {float(r['pretrain_cost']):.4g} FLOPs of pre-training, here {cost:.4g}")
+        destination = runs / f"{r['target']}-{r['method']}-{r['seed']}.json"
+        if destination.is_file():
+            continue
+        at_3_4 = r["top1_at_3_4"]
+        row = {
+            **{k: r[k] for k in ("target", "family", "method", "recipe")},
+            "seed": int(r["seed"]),
+            "top1": float(r["top1"]),
+            "top1_at_3_4": float(at_3_4) if at_3_4 else None,
+            "steps": int(r["steps"]),
+            "imported_from": r.get("imported_from") or path.name,
+        }
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.write_text(json.dumps(row))
+        copied += 1
+    return copied
 
 
 # -- summarize and report --------------------------------------------------------------------------
@@ -725,6 +784,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="publish as docs/results/NAME.csv, NAME_sources.csv and docs/figures/NAME.png (implies --publish): "
         "a subset of methods and targets, beside the full tables",
     )
+    parser.add_argument(
+        "--import-runs",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="CSV",
+        help="copy the runs of a published CSV of this benchmark into the run cache first (runs of another "
+        "session; they must match this run's fine-tuning and source costs)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     return parser.parse_args(argv)
 
@@ -770,7 +838,9 @@ def run_family(
     # Without --report-only every source exists; with it, a method whose sources are missing is left
     # out, as is a method the family has no source job for (e.g. compress-then-sub-networks of a ResNet).
     methods = [m for m in args.methods if m in ("random", "direct") or source_of(m) in sources]
-    methods = [m for m in methods if all(job.name in sources for job in needed_jobs(family, [m]))]
+    methods = [m for m in methods if has_sources(m, family, sources)]
+    for path in args.import_runs:
+        log(f"{family.name}: {import_runs(path, family, preset, runs, sources)} runs copied from {path}")
     rows, unreachable = [], set()
     for target in targets:
         for method in methods:

@@ -161,3 +161,32 @@ def test_runs_of_one_target_plot_every_seed(tmp_path):
     init_benchmark.plot(init_benchmark.Summary(rows), path)
     height, width, _ = matplotlib.image.imread(path).shape
     assert width > 300 and height > 300
+
+
+def test_published_runs_are_imported_only_when_they_match_the_run(tmp_path):
+    flags = ["--preset", "smoke", "--out", str(tmp_path), "--families", "vit", "--targets", "vit-L1w64"]
+    init_benchmark.main([*flags, "--methods", "random"])
+    published = tmp_path / "published.csv"
+    published.write_text((tmp_path / "runs.csv").read_text())
+    run = tmp_path / "runs" / "vit-L1w64-random-0.json"
+    measured = json.loads(run.read_text())
+    run.unlink()  # the run file of another session is gone; its published row is not
+    init_benchmark.main([*flags, "--methods", "random", "--report-only", "--import-runs", str(published)])
+    (row,) = csv.DictReader((tmp_path / "runs.csv").open())
+    assert (float(row["top1"]), row["imported_from"]) == (measured["top1"], "published.csv")
+    assert json.loads(run.read_text())["top1_at_3_4"] == measured["top1_at_3_4"]
+    rows = list(csv.DictReader(published.open()))
+    for column, value, message in [
+        ("recipe", "small_finetune+layer_decay0.5", "seed 0 was fine-tuned with small_finetune.layer_decay0.5"),
+        ("pretrain_cost", "5.0", "seed 0 cost 5 FLOPs of pre-training, here 0"),
+    ]:
+        run.unlink(missing_ok=True)
+        bad = tmp_path / "bad.csv"
+        with bad.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerow({**rows[0], column: value})
+        with pytest.raises(SystemExit, match=message):
+            init_benchmark.main([*flags, "--methods", "random", "--report-only", "--import-runs", str(bad)])
+    with pytest.raises(SystemExit, match="--import-runs: no such file"):
+        init_benchmark.main([*flags, "--methods", "random", "--import-runs", str(tmp_path / "missing.csv")])
