@@ -77,7 +77,9 @@ Outputs in ``results/init_benchmark/<preset>/``: ``runs.csv`` (one row per targe
 seed: ``target, method, recipe, seed, top1, pretrain_cost`` plus the top-1 curve), ``sources.csv``
 (steps, FLOPs per step and cost of every source) and ``init_benchmark.png`` (mean ViT top-1
 against the cost of serving all five ViT sizes). ``--publish`` copies the CSV and the figure to
-``docs/results/`` and ``docs/figures/``. Finished runs are kept, so an interrupted run resumes.
+``docs/results/`` and ``docs/figures/`` as ``init_benchmark_srcS[_ftN][_ldD]`` (S the dense source's
+steps); the README's headline, ``init_benchmark.csv``, is written only by ``--publish-as
+init_benchmark``. Finished runs are kept, so an interrupted run resumes.
 ``--finetune-steps N`` fine-tunes longer from the same sources (runs in ``runs_ftN/``, outputs
 ``runs_ftN.csv``, ...), ``--layer-decay D`` with timm's layer-wise lr decay (``runs_ldD/``);
 ``--targets`` and ``--methods`` pick a subset, e.g. to check whether the ranking holds once random
@@ -823,6 +825,16 @@ def resolve_preset(args: argparse.Namespace) -> tuple[Preset, str]:
     return preset, tag
 
 
+def published_names(publish_as: str | None, preset: Preset, tag: str) -> tuple[str, str]:
+    """The names of the published runs CSV (and figure) and sources CSV: ``publish_as`` if given,
+    else ``init_benchmark_srcS<tag>`` with S the dense source's steps. The bare name
+    ``init_benchmark`` is the README's headline and is only written when asked for by name."""
+    if publish_as:
+        return publish_as, f"{publish_as}_sources"
+    stem = f"init_benchmark_src{preset.source_steps}"
+    return stem + tag, f"{stem}_sources"
+
+
 def run_family(
     family: Family, args: argparse.Namespace, preset: Preset, out: Path, runs: Path
 ) -> tuple[list[dict], list[dict], set[tuple[str, str]]]:
@@ -861,7 +873,7 @@ def main(argv: Sequence[str] | None = None) -> Summary:
     if args.threads:
         torch.set_num_threads(args.threads)
     preset, tag = resolve_preset(args)
-    src = "" if args.source_steps is None else f"_src{args.source_steps}"  # in the out dir and published names
+    src = "" if args.source_steps is None else f"_src{args.source_steps}"  # in the default out dir
     out = args.out or ROOT / "results" / "init_benchmark" / f"{args.preset}{src}"
     runs = out / f"runs{tag}"
     out.mkdir(parents=True, exist_ok=True)
@@ -892,8 +904,7 @@ def main(argv: Sequence[str] | None = None) -> Summary:
     print(report)
     if args.publish or args.publish_as:
         docs = ROOT / "docs"
-        name = args.publish_as or f"init_benchmark{src}{tag}"
-        sources_name = f"{args.publish_as}_sources" if args.publish_as else f"init_benchmark{src}_sources"
+        name, sources_name = published_names(args.publish_as, preset, tag)
         shutil.copy(out / f"runs{tag}.csv", docs / "results" / f"{name}.csv")
         shutil.copy(out / "sources.csv", docs / "results" / f"{sources_name}.csv")
         shutil.copy(out / f"init_benchmark{tag}.png", docs / "figures" / f"{name}.png")

@@ -190,3 +190,15 @@ def test_published_runs_are_imported_only_when_they_match_the_run(tmp_path):
             init_benchmark.main([*flags, "--methods", "random", "--report-only", "--import-runs", str(bad)])
     with pytest.raises(SystemExit, match="--import-runs: no such file"):
         init_benchmark.main([*flags, "--methods", "random", "--import-runs", str(tmp_path / "missing.csv")])
+
+
+def test_a_default_publication_never_overwrites_the_headline():
+    quick = init_benchmark.PRESETS["quick"]  # 300-step sources
+    assert init_benchmark.published_names(None, quick, "") == ("init_benchmark_src300", "init_benchmark_src300_sources")
+    longer = init_benchmark.replace(quick, source_steps=1200)
+    named = init_benchmark.published_names(None, longer, "_ft2400_ld0.75")
+    assert named == ("init_benchmark_src1200_ft2400_ld0.75", "init_benchmark_src1200_sources")
+    assert init_benchmark.published_names("init_benchmark", longer, "_ft2400") == (
+        "init_benchmark",
+        "init_benchmark_sources",
+    )
