@@ -642,6 +642,16 @@ class Summary:
                 out[method] = (cost, statistics.mean(means), len(means), len(targets))
         return out
 
+    def seed_spread(self, method: str, targets: Sequence[str]) -> float:
+        """Std over seeds of ``method``'s mean top-1 over ``targets`` (seeds run at every one of
+        them; 0 with fewer than two such seeds): the error bar of a serving mean."""
+        by_seed: dict[int, list[float]] = {}
+        for r in self.rows:
+            if r["method"] == method and r["target"] in targets:
+                by_seed.setdefault(r["seed"], []).append(r["top1"])
+        means = [statistics.mean(v) for v in by_seed.values() if len(v) == len(targets)]
+        return statistics.stdev(means) if len(means) > 1 else 0.0
+
     def serving_table(self, family: str = "vit") -> str:
         """:meth:`serving` as a markdown table, the figure's numbers."""
         rows = [
@@ -709,15 +719,17 @@ def plot(summary: Summary, path: Path) -> None:
     serving = summary.serving("vit")
     n_targets = max((total for *_, total in serving.values()), default=0)
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    targets = sorted({r["target"] for r in summary.rows if r["family"] == "vit"})
     for method, (cost, mean, n, _) in serving.items():
         if n < n_targets:  # a mean over fewer sizes is not comparable
             continue
-        ax.scatter(max(cost, 1e9) / 1e12, mean, s=40)
-        ax.annotate(method, (max(cost, 1e9) / 1e12, mean), textcoords="offset points", xytext=(5, 3), fontsize=8)
+        x = max(cost, 1e9) / 1e12
+        ax.errorbar(x, mean, yerr=summary.seed_spread(method, targets), fmt="o", capsize=4)
+        ax.annotate(method, (x, mean), textcoords="offset points", xytext=(6, 3), fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("pre-training cost of serving all ViT sizes (TFLOP; random init drawn at 0.001)")
     ax.set_ylabel(f"mean fine-tuned top-1 over {n_targets} ViT sizes (%)")
-    ax.set_title(f"Equal-cost initializers ({seeds} seeds)")
+    ax.set_title(f"Equal-cost initializers ({seeds} seeds; bars: std over seeds of the mean over sizes)", fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -202,3 +202,16 @@ def test_a_default_publication_never_overwrites_the_headline():
         "init_benchmark",
         "init_benchmark_sources",
     )
+
+
+def test_the_serving_error_bar_is_the_seed_spread_of_the_mean_over_sizes():
+    rows = [
+        {"target": t, "method": "random", "seed": seed, "top1": top1, "family": "vit"}
+        for t, values in (("vit-L3w64", (60.0, 64.0)), ("vit-L3w128", (70.0, 66.0)))
+        for seed, top1 in enumerate(values)
+    ]
+    summary = init_benchmark.Summary(rows)
+    assert summary.seed_spread("random", ["vit-L3w64", "vit-L3w128"]) == 0.0  # both seeds average 65
+    assert summary.seed_spread("random", ["vit-L3w64"]) == pytest.approx(2**0.5 * 2)
+    rows.append({"target": "vit-L3w64", "method": "random", "seed": 2, "top1": 90.0, "family": "vit"})
+    assert init_benchmark.Summary(rows).seed_spread("random", ["vit-L3w64", "vit-L3w128"]) == 0.0  # seed 2 lacks a size
